@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/*
+ * Who is enrolled, and what their policy says about a destination.
+ * Shared by every hook; emits through emit.bpf.h.
+ */
+#ifndef NETLOGGER_DECIDE_BPF_H
+#define NETLOGGER_DECIDE_BPF_H
+
+#include "emit.bpf.h"
+
+#define NL_AF_INET 2
+#define NL_AF_INET6 10
+#define NL_SOCK_STREAM 1
+#define NL_SOCK_DGRAM 2
+#define NL_SOCK_RAW 3
+#define NL_IPPROTO_ICMP 1
+#define NL_IPPROTO_ICMPV6 58
+
+/* The nearest enrolled ancestor of the current task's cgroup (itself
+ * included): a task that moves into a child cgroup stays governed. Only the
+ * depths where something is enrolled are probed, so a task of a cgroup that
+ * is not enrolled usually costs one helper call and one hash miss. */
+static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id)
+{
+	__u32 zero = 0;
+	struct nl_levels *levels = bpf_map_lookup_elem(&nl_levels, &zero);
+	if (!levels || !levels->mask)
+		return 0;
+	__u32 mask = levels->mask;
+
+#pragma unroll
+	for (int level = NL_MAX_LEVELS - 1; level >= 0; level--) {
+		if (!(mask & (1u << level)))
+			continue;
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue; /* the task sits shallower than this depth */
+		struct nl_enrollment *en = bpf_map_lookup_elem(&nl_enrollments, &id);
+		if (en) {
+			*cgroup_id = id;
+			return en;
+		}
+	}
+	return 0;
+}
+
+static __always_inline __u32 nl_policy_flags(__u32 policy_id)
+{
+	struct nl_policy *p = bpf_map_lookup_elem(&nl_policies, &policy_id);
+	return p ? p->flags : 0; /* an unknown policy allows nothing */
+}
+
+static __always_inline void nl_dst_from_ip4(struct nl_dst *d, __u32 ip4, __u32 port)
+{
+	d->asked[0] = ip4;
+	d->match[0] = ip4;
+	d->family = 4;
+	d->port = bpf_ntohs((__u16)port);
+}
+
+/* IPv4-mapped and NAT64 addresses are decided as the IPv4 address they
+ * carry, so a dual-stack socket cannot reach what IPv4 rules deny. */
+static __always_inline void nl_dst_from_ip6(struct nl_dst *d, const __u32 ip6[4], __u32 port)
+{
+	d->asked[0] = ip6[0];
+	d->asked[1] = ip6[1];
+	d->asked[2] = ip6[2];
+	d->asked[3] = ip6[3];
+	d->port = bpf_ntohs((__u16)port);
+	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
+		d->family = 4;
+		d->flags = NL_FLAG_IPV4_MAPPED;
+		d->match[0] = ip6[3];
+	} else if (ip6[0] == bpf_htonl(0x0064ff9b) && ip6[1] == 0 && ip6[2] == 0) {
+		d->family = 4;
+		d->flags = NL_FLAG_NAT64;
+		d->match[0] = ip6[3];
+	} else {
+		d->family = 6;
+		d->match[0] = ip6[0];
+		d->match[1] = ip6[1];
+		d->match[2] = ip6[2];
+		d->match[3] = ip6[3];
+	}
+}
+
+/* 127.0.0.0/8, 0.0.0.0, ::1 and :: all reach this host. */
+static __always_inline int nl_is_local(const struct nl_dst *d)
+{
+	if (d->family == 4)
+		return (bpf_ntohl(d->match[0]) >> 24) == 127 || d->match[0] == 0;
+	if (d->match[0] || d->match[1] || d->match[2])
+		return 0;
+	return d->match[3] == 0 || d->match[3] == bpf_htonl(1);
+}
+
+static __always_inline void nl_match_resolver(__u32 policy_id, const struct nl_dst *d,
+					      struct nl_verdict *v)
+{
+	struct nl_resolver_key key = { .policy_id = policy_id, .family = d->family };
+	__builtin_memcpy(key.addr, d->match, sizeof(key.addr));
+	__u32 *rule_id = bpf_map_lookup_elem(&nl_resolvers, &key);
+	if (rule_id) {
+		v->action = NL_ACTION_ALLOWED;
+		v->reason = NL_REASON_RESOLVER;
+		v->rule_id = *rule_id;
+	} else {
+		v->action = NL_ACTION_DENIED;
+		v->reason = NL_REASON_RESOLVER_NOT_ALLOWED;
+	}
+}
+
+static __always_inline void nl_match_cidr(__u32 policy_id, const struct nl_dst *d, __u8 proto,
+					  struct nl_verdict *v)
+{
+	struct nl_cidr_key key = {
+		.prefixlen = 40 + (d->family == 4 ? 32 : 128),
+		.policy_id = policy_id,
+		.family = d->family,
+	};
+	__builtin_memcpy(key.addr, d->match, sizeof(key.addr));
+	v->action = NL_ACTION_DENIED;
+	v->reason = NL_REASON_DEFAULT_DENY;
+
+	struct nl_cidr_rules *rules = bpf_map_lookup_elem(&nl_cidrs, &key);
+	if (!rules)
+		return;
+#pragma unroll
+	for (int i = 0; i < NL_MAX_PORT_RULES; i++) {
+		if (i >= rules->count)
+			break;
+		struct nl_port_rule *r = &rules->rules[i];
+		if ((r->protos & proto) && d->port >= r->port_lo && d->port <= r->port_hi) {
+			v->action = NL_ACTION_ALLOWED;
+			v->reason = NL_REASON_RULE;
+			v->rule_id = r->rule_id;
+			return;
+		}
+	}
+}
+
+/* Audit lets a deny pass; a bypass window lets everything pass. Both keep
+ * the policy's opinion in NL_FLAG_WOULD_DENY. The kernel clock ends a bypass,
+ * so an agent that died cannot leave one open. */
+static __always_inline void nl_apply_mode(const struct nl_enrollment *en, __u64 now,
+					  struct nl_verdict *v)
+{
+	if (v->action == NL_ACTION_DENIED && (en->mode == NL_MODE_AUDIT || now < en->bypass_until_ns))
+		v->flags |= NL_FLAG_WOULD_DENY;
+	if (now < en->bypass_until_ns) {
+		v->action = NL_ACTION_BYPASSED;
+		v->reason = NL_REASON_BYPASS;
+		v->mode = NL_MODE_BYPASS;
+	} else if (en->mode == NL_MODE_AUDIT && v->action == NL_ACTION_DENIED) {
+		v->action = NL_ACTION_ALLOWED;
+	}
+}
+
+/* connect4/6 and sendmsg4/6: decide, record, and return the hook's verdict. */
+static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, struct nl_dst *dst)
+{
+	__u64 cgroup_id;
+	struct nl_enrollment *en = nl_find_enrollment(&cgroup_id);
+	if (!en)
+		return 1;
+
+	__u32 policy_id = en->policy_id;
+	struct nl_verdict v = { .policy_id = policy_id, .mode = en->mode };
+	if (nl_is_local(dst)) {
+		if (!(nl_policy_flags(policy_id) & NL_POLICY_LOG_LOOPBACK))
+			return 1;
+		v.action = NL_ACTION_ALLOWED;
+		v.reason = NL_REASON_LOOPBACK;
+	} else if (dst->port == 53 || dst->port == 853) {
+		nl_match_resolver(policy_id, dst, &v);
+	} else {
+		__u32 type = ctx->type;
+		__u8 proto = type == NL_SOCK_STREAM ? NL_PROTO_TCP :
+			     type == NL_SOCK_DGRAM  ? NL_PROTO_UDP : 0;
+		nl_match_cidr(policy_id, dst, proto, &v);
+	}
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	nl_apply_mode(en, now, &v);
+
+	__u32 family = ctx->family;
+	struct nl_subject subj = {
+		.cgroup_id = cgroup_id,
+		.sock_cookie = bpf_get_socket_cookie(ctx),
+		.family = family,
+		.sock_type = ctx->type,
+		.protocol = ctx->protocol,
+		.op = op,
+	};
+	if (family == NL_AF_INET6)
+		dst->flags |= NL_FLAG_IPV6;
+	nl_emit(&subj, dst, &v, now);
+	return v.action != NL_ACTION_DENIED;
+}
+
+#endif /* NETLOGGER_DECIDE_BPF_H */

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/*
+ * The one place a decision becomes a ring record. Every decision of an
+ * enrolled cgroup takes a sequence number first, so the agent can prove what
+ * it missed: each one is either submitted, or counted as throttled, or counted
+ * as lost to a full ring.
+ */
+#ifndef NETLOGGER_EMIT_BPF_H
+#define NETLOGGER_EMIT_BPF_H
+
+#include "maps.bpf.h"
+
+const volatile struct nl_config nl_cfg = {};
+
+/* The destination as the workload asked for it, and the form policy matches. */
+struct nl_dst {
+	__u32 asked[4];	 /* as passed to connect/sendmsg, network order */
+	__u32 match[4];	 /* IPv4 in match[0] when family == 4 */
+	__u16 port;	 /* host order */
+	__u8 family;	 /* 4 or 6: the family the policy decides in */
+	__u8 flags;	 /* enum nl_flag */
+};
+
+/* What the hook knows about the socket and the task. */
+struct nl_subject {
+	__u64 cgroup_id; /* enrolled cgroup */
+	__u64 sock_cookie;
+	__u16 family;
+	__u16 sock_type;
+	__u16 protocol;
+	__u8 op;
+};
+
+struct nl_verdict {
+	__u32 rule_id;
+	__u32 policy_id;
+	__u8 action;
+	__u8 mode;
+	__u8 reason;
+	__u8 flags;
+};
+
+static __always_inline struct nl_cgroup_state *nl_state_of(__u64 cgroup_id)
+{
+	struct nl_cgroup_state *st = bpf_map_lookup_elem(&nl_cgroup_state, &cgroup_id);
+	if (st)
+		return st;
+	/* The agent creates the entry on enroll; this covers a race with it. */
+	struct nl_cgroup_state zero = {};
+	bpf_map_update_elem(&nl_cgroup_state, &cgroup_id, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&nl_cgroup_state, &cgroup_id);
+}
+
+static __always_inline struct nl_cpu_loss *nl_cpu_loss_slot(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&nl_cpu_loss, &zero);
+}
+
+/* Generic cell rate algorithm: one timestamp per cgroup, no lock. Concurrent
+ * CPUs may let a few extra records through; the accounting stays exact. */
+static __always_inline int nl_take_token(struct nl_cgroup_state *st, __u64 now)
+{
+	__u64 interval = nl_cfg.allow_interval_ns;
+	if (!interval)
+		return 1;
+	__u64 tat = st->tat_ns;
+	if (tat < now)
+		tat = now;
+	if (tat - now > nl_cfg.allow_tolerance_ns)
+		return 0;
+	st->tat_ns = tat + interval;
+	return 1;
+}
+
+static __always_inline void nl_emit(const struct nl_subject *subj, const struct nl_dst *dst,
+				    const struct nl_verdict *v, __u64 now)
+{
+	struct nl_cgroup_state *st = nl_state_of(subj->cgroup_id);
+	if (!st) {
+		struct nl_cpu_loss *loss = nl_cpu_loss_slot();
+		if (loss)
+			loss->no_state++;
+		return;
+	}
+	__u64 seq = __sync_fetch_and_add(&st->seq, 1);
+
+	/* Only plain allowed records are throttled: denies, bypasses and
+	 * audit would-denies are the records someone will look for. */
+	int plain_allow = v->action == NL_ACTION_ALLOWED && !(v->flags & NL_FLAG_WOULD_DENY);
+	if (plain_allow && !nl_take_token(st, now)) {
+		__sync_fetch_and_add(&st->throttled, 1);
+		return;
+	}
+
+	struct nl_event *e = bpf_ringbuf_reserve(&nl_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&st->ringbuf_lost, 1);
+		struct nl_cpu_loss *loss = nl_cpu_loss_slot();
+		if (loss)
+			loss->ringbuf_lost++;
+		return;
+	}
+
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	e->hdr.op = subj->op;
+	e->hdr.version = NL_ABI_VERSION;
+	e->hdr.size = sizeof(*e);
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->ts_ns = now;
+	e->seq = seq;
+	e->cgroup_id = subj->cgroup_id;
+	e->task_cgroup_id = bpf_get_current_cgroup_id();
+	e->sock_cookie = subj->sock_cookie;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->rule_id = v->rule_id;
+	e->policy_id = v->policy_id;
+	__builtin_memcpy(e->daddr, dst->asked, sizeof(e->daddr));
+	e->dport = dst->port;
+	e->family = subj->family;
+	e->sock_type = subj->sock_type;
+	e->protocol = subj->protocol;
+	e->action = v->action;
+	e->mode = v->mode;
+	e->reason = v->reason;
+	e->flags = v->flags | dst->flags;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* NETLOGGER_EMIT_BPF_H */

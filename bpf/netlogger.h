@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0-only) */
+/*
+ * The ABI between the BPF programs and the netlogger agent: every struct and
+ * enum that crosses the kernel/user boundary, and nothing else.
+ *
+ * Rules for this file: fixed-width types only, largest fields first, explicit
+ * padding (no hidden holes: the Python mirror in netlogger/kernel/abi.py reads
+ * raw bytes), and a bump of NL_ABI_VERSION whenever a record layout changes.
+ * tests/unit/test_abi.py checks the Python mirror against the BTF of the
+ * compiled object, field by field.
+ */
+#ifndef NETLOGGER_H
+#define NETLOGGER_H
+
+#define NL_ABI_VERSION 1
+
+#define NL_COMM_LEN 16
+#define NL_MAX_LEVELS 32	 /* cgroup depths the enrollment lookup searches */
+#define NL_MAX_PORT_RULES 16	 /* port rules per (policy, prefix) */
+
+enum nl_op {
+	NL_OP_CONNECT = 1,
+	NL_OP_SENDMSG = 2,
+	NL_OP_SOCK_CREATE = 3,
+};
+
+enum nl_action {
+	NL_ACTION_ALLOWED = 0,
+	NL_ACTION_DENIED = 1,
+	NL_ACTION_BYPASSED = 2,
+};
+
+enum nl_mode {
+	NL_MODE_ENFORCE = 0,
+	NL_MODE_AUDIT = 1,
+	NL_MODE_BYPASS = 2, /* reported only: bypass is an expiry, not a stored mode */
+};
+
+enum nl_reason {
+	NL_REASON_RULE = 1,		     /* an allow rule matched */
+	NL_REASON_DEFAULT_DENY = 2,	     /* no rule matched */
+	NL_REASON_RAW_SOCKET = 3,	     /* SOCK_RAW in an inet family */
+	NL_REASON_RESOLVER = 4,		     /* DNS to one of the policy's resolvers */
+	NL_REASON_RESOLVER_NOT_ALLOWED = 5, /* DNS port to anything else */
+	NL_REASON_ICMP = 6,		     /* ping socket, decided by the policy's icmp */
+	NL_REASON_LOOPBACK = 7,		     /* loopback or unspecified address */
+	NL_REASON_BYPASS = 8,		     /* inside a bypass window */
+};
+
+enum nl_flag {
+	NL_FLAG_IPV6 = 1 << 0,	      /* the socket is AF_INET6 */
+	NL_FLAG_IPV4_MAPPED = 1 << 1, /* ::ffff:a.b.c.d, decided as IPv4 */
+	NL_FLAG_NAT64 = 1 << 2,	      /* 64:ff9b::/96, decided as IPv4 */
+	NL_FLAG_NO_DST = 1 << 3,      /* socket creation: no destination */
+	NL_FLAG_WOULD_DENY = 1 << 4,  /* the policy denies; audit or bypass let it pass */
+};
+
+enum nl_proto {
+	NL_PROTO_TCP = 1 << 0,
+	NL_PROTO_UDP = 1 << 1,
+};
+
+enum nl_policy_flag {
+	NL_POLICY_LOG_LOOPBACK = 1 << 0,
+	NL_POLICY_ICMP_ALLOW = 1 << 1,
+};
+
+/* Every ring record starts with this, so the decoder can dispatch and check. */
+struct nl_hdr {
+	__u8 op;      /* enum nl_op */
+	__u8 version; /* NL_ABI_VERSION */
+	__u16 size;   /* bytes in the whole record */
+	__u32 cpu;
+};
+
+/* One egress decision of an enrolled cgroup. */
+struct nl_event {
+	struct nl_hdr hdr;
+	__u64 ts_ns;	      /* CLOCK_BOOTTIME */
+	__u64 seq;	      /* per enrolled cgroup, counts throttled and lost records too */
+	__u64 cgroup_id;      /* the enrolled cgroup that decided */
+	__u64 task_cgroup_id; /* the task's own cgroup (may be a descendant) */
+	__u64 sock_cookie;
+	__u32 pid; /* thread group id */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 rule_id;	 /* identity of the rule that decided, 0 when none */
+	__u32 policy_id;
+	__u8 daddr[16];	 /* as asked; IPv4 in the first four bytes */
+	__u16 dport;	 /* host order */
+	__u16 family;	 /* AF_INET or AF_INET6 */
+	__u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW */
+	__u16 protocol;	 /* IPPROTO_* of the socket */
+	__u8 action;	 /* enum nl_action */
+	__u8 mode;	 /* enum nl_mode */
+	__u8 reason;	 /* enum nl_reason */
+	__u8 flags;	 /* enum nl_flag */
+	__u8 pad[4];
+	char comm[NL_COMM_LEN];
+};
+
+/* nl_enrollments: cgroup id -> how that cgroup is governed. Written by the agent. */
+struct nl_enrollment {
+	__u64 bypass_until_ns; /* CLOCK_BOOTTIME; the kernel ends the bypass, 0 = none */
+	__u32 policy_id;
+	__u8 mode;	       /* NL_MODE_ENFORCE or NL_MODE_AUDIT */
+	__u8 pad[3];
+};
+
+/* nl_cgroup_state: cgroup id -> counters the programs keep. */
+struct nl_cgroup_state {
+	__u64 seq;	    /* next sequence number */
+	__u64 tat_ns;	    /* token bucket (GCRA) theoretical arrival time */
+	__u64 throttled;    /* allowed records dropped by the token bucket */
+	__u64 ringbuf_lost; /* records lost because the ring was full */
+};
+
+/* nl_cpu_loss: per-CPU counters of what could not be recorded. */
+struct nl_cpu_loss {
+	__u64 ringbuf_lost; /* ring reserve failures */
+	__u64 no_state;	    /* an enrolled cgroup without a state entry */
+};
+
+/* nl_policies: policy id -> policy-wide switches. */
+struct nl_policy {
+	__u32 flags; /* enum nl_policy_flag */
+	__u32 pad;
+};
+
+/*
+ * nl_cidrs (LPM trie): (policy, family, prefix) -> the port rules of that
+ * prefix and of every shorter prefix that contains it, so the longest match
+ * alone answers. The family byte keeps an IPv6 ::/0 from covering IPv4.
+ */
+struct nl_cidr_key {
+	__u32 prefixlen; /* 40 + the address prefix length */
+	__u32 policy_id;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16];
+	__u8 pad[3];
+};
+
+struct nl_port_rule {
+	__u16 port_lo;
+	__u16 port_hi;
+	__u8 protos; /* enum nl_proto mask */
+	__u8 pad[3];
+	__u32 rule_id;
+};
+
+struct nl_cidr_rules {
+	__u32 count;
+	__u32 pad;
+	struct nl_port_rule rules[NL_MAX_PORT_RULES];
+};
+
+/* nl_resolvers: (policy, family, address) -> rule id of that resolver. */
+struct nl_resolver_key {
+	__u32 policy_id;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+/* nl_levels[0]: bit n set when some enrolled cgroup sits at depth n. */
+struct nl_levels {
+	__u32 mask;
+	__u32 pad;
+};
+
+/* Loader-set constants (.rodata), fixed at load time. */
+struct nl_config {
+	__u64 allow_interval_ns;  /* 1e9 / allowed records per second per cgroup; 0 = no limit */
+	__u64 allow_tolerance_ns; /* (burst - 1) * allow_interval_ns */
+};
+
+#endif /* NETLOGGER_H */
