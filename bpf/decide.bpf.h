@@ -53,6 +53,7 @@ static __always_inline __u32 nl_policy_flags(__u32 policy_id)
 static __always_inline void nl_dst_from_ip4(struct nl_dst *d, __u32 ip4, __u32 port)
 {
 	d->asked[0] = ip4;
+	d->asked_family = NL_AF_INET;
 	d->match[0] = ip4;
 	d->family = 4;
 	d->port = bpf_ntohs((__u16)port);
@@ -66,6 +67,7 @@ static __always_inline void nl_dst_from_ip6(struct nl_dst *d, const __u32 ip6[4]
 	d->asked[1] = ip6[1];
 	d->asked[2] = ip6[2];
 	d->asked[3] = ip6[3];
+	d->asked_family = NL_AF_INET6;
 	d->port = bpf_ntohs((__u16)port);
 	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
 		d->family = 4;
@@ -183,17 +185,19 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 	__u64 now = bpf_ktime_get_boot_ns();
 	nl_apply_mode(en, now, &v);
 
-	__u32 family = ctx->family;
 	struct nl_subject subj = {
 		.cgroup_id = cgroup_id,
 		.sock_cookie = bpf_get_socket_cookie(ctx),
-		.family = family,
 		.sock_type = ctx->type,
 		.protocol = ctx->protocol,
 		.op = op,
 	};
-	if (family == NL_AF_INET6)
+	if (ctx->family == NL_AF_INET6) {
 		dst->flags |= NL_FLAG_IPV6;
+		/* A v4-mapped sendmsg on an IPv6 socket reaches the sendmsg4 hook. */
+		if (dst->asked_family == NL_AF_INET)
+			dst->flags |= NL_FLAG_IPV4_MAPPED;
+	}
 	nl_emit(&subj, dst, &v, now);
 	return v.action != NL_ACTION_DENIED;
 }

@@ -17,6 +17,7 @@ struct nl_dst {
 	__u32 asked[4];	 /* as passed to connect/sendmsg, network order */
 	__u32 match[4];	 /* IPv4 in match[0] when family == 4 */
 	__u16 port;	 /* host order */
+	__u16 asked_family; /* AF_INET or AF_INET6: the form of `asked` */
 	__u8 family;	 /* 4 or 6: the family the policy decides in */
 	__u8 flags;	 /* enum nl_flag */
 };
@@ -25,7 +26,6 @@ struct nl_dst {
 struct nl_subject {
 	__u64 cgroup_id; /* enrolled cgroup */
 	__u64 sock_cookie;
-	__u16 family;
 	__u16 sock_type;
 	__u16 protocol;
 	__u8 op;
@@ -122,7 +122,7 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	e->policy_id = v->policy_id;
 	__builtin_memcpy(e->daddr, dst->asked, sizeof(e->daddr));
 	e->dport = dst->port;
-	e->family = subj->family;
+	e->family = dst->asked_family;
 	e->sock_type = subj->sock_type;
 	e->protocol = subj->protocol;
 	e->action = v->action;

@@ -61,4 +61,20 @@ struct {
 	__type(value, struct nl_levels);
 } nl_levels SEC(".maps");
 
+/* Agent-only state, pinned beside the maps the programs use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct nl_labels);
+} nl_labels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nl_meta);
+} nl_meta SEC(".maps");
+
 #endif /* NETLOGGER_MAPS_BPF_H */

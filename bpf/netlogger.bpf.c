@@ -72,13 +72,12 @@ int nl_sock_create(struct bpf_sock *ctx)
 	__u64 now = bpf_ktime_get_boot_ns();
 	nl_apply_mode(en, now, &v);
 
-	struct nl_dst dst = { .flags = NL_FLAG_NO_DST };
+	struct nl_dst dst = { .flags = NL_FLAG_NO_DST, .asked_family = family };
 	if (family == NL_AF_INET6)
 		dst.flags |= NL_FLAG_IPV6;
 	struct nl_subject subj = {
 		.cgroup_id = cgroup_id,
 		.sock_cookie = bpf_get_socket_cookie(ctx),
-		.family = family,
 		.sock_type = type,
 		.protocol = protocol,
 		.op = NL_OP_SOCK_CREATE,

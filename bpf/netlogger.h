@@ -89,7 +89,7 @@ struct nl_event {
 	__u32 policy_id;
 	__u8 daddr[16];	 /* as asked; IPv4 in the first four bytes */
 	__u16 dport;	 /* host order */
-	__u16 family;	 /* AF_INET or AF_INET6 */
+	__u16 family;	 /* AF_INET or AF_INET6: the form daddr holds */
 	__u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW */
 	__u16 protocol;	 /* IPPROTO_* of the socket */
 	__u8 action;	 /* enum nl_action */
@@ -167,6 +167,30 @@ struct nl_resolver_key {
 struct nl_levels {
 	__u32 mask;
 	__u32 pad;
+};
+
+/*
+ * nl_labels: cgroup id -> who an enrolled cgroup is. Only the agent reads it;
+ * it is pinned with the rest so a restarted agent knows what it enrolled.
+ */
+struct nl_labels {
+	__u32 level; /* depth in the cgroup v2 hierarchy */
+	__u32 pad;
+	char policy[32];
+	char agent[64];
+	char project[64];
+	char container_id[64];
+	char path[256]; /* the cgroup directory, for people */
+};
+
+/*
+ * nl_meta[0]: the layout (JSON) every pinned map was written with, so a newer
+ * agent can tell a reusable map from one whose layout changed under it.
+ */
+struct nl_meta {
+	__u32 abi_version;
+	__u32 len;
+	char layout[4088];
 };
 
 /* Loader-set constants (.rodata), fixed at load time. */

@@ -1,0 +1,96 @@
+"""The schema of the agent's config file (DESIGN.md §4), as msgspec structs.
+
+Types here say what shape a value has; `check.py` says what values make sense
+(CIDRs parse, ports are in range, policies referenced exist).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/netlogger"
+DEFAULT_CONTROL_SOCKET = "/run/netlogger/control.sock"
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Rule(_Strict):
+    cidr: str | None = None
+    domain: str | None = None
+    ports: list[int | str] = []  # empty: every port
+    proto: Literal["tcp", "udp", "any"] = "any"
+    name: str | None = None
+
+
+class Dns(_Strict):
+    resolvers: list[str] = []
+
+
+class Policy(_Strict):
+    mode: Literal["enforce", "audit"] = "enforce"
+    log_loopback: bool = False
+    dns: Dns = Dns()
+    icmp: Literal["allow", "deny"] = "deny"
+    allow: list[Rule] = []
+
+
+class ConsoleSink(_Strict, tag="console", tag_field="type"):
+    color: Literal["auto", "always", "never"] = "auto"
+
+
+class JsonlSink(_Strict, tag="jsonl", tag_field="type"):
+    path: str = "/var/log/netlogger/egress.jsonl"
+    max_bytes: int | str = "100MB"
+    keep: int = 5
+
+
+class OtlpSink(_Strict, tag="otlp", tag_field="type"):
+    endpoint: str = "https://localhost:4319"
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+Sink = ConsoleSink | JsonlSink | OtlpSink
+
+
+class StaticEnrollment(_Strict):
+    cgroup: str
+    policy: str = "default"
+    agent: str = ""
+    project: str = ""
+    container: str = ""
+    mode: Literal["enforce", "audit"] | None = None  # None: the policy's mode
+
+
+class Selector(_Strict):
+    label: str = "dev.clawker.agent"
+
+
+class Containers(_Strict):
+    engine: str = "unix:///var/run/docker.sock"
+    select: Selector = Selector()
+    policy_label: str = "dev.clawker.policy"
+    default_policy: str = "default"
+
+
+class Limits(_Strict):
+    ring_size: int | str = "8MiB"
+    allowed_per_sec: int = 1000  # allowed records per enrolled cgroup; 0: no limit
+    allowed_burst: int = 2000
+
+
+class Config(_Strict):
+    scope: str | None = None  # default: the cgroup v2 root
+    pin_root: str = DEFAULT_PIN_ROOT
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    metrics: str | None = None
+    limits: Limits = Limits()
+    sinks: list[Sink] = msgspec.field(default_factory=lambda: [ConsoleSink()])
+    policies: dict[str, Policy] = {}
+    enroll: list[StaticEnrollment] = []
+    containers: Containers | None = None

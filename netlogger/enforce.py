@@ -1,0 +1,214 @@
+"""Policies and enrollments -> map entries, all or nothing.
+
+Every change is validated before the first map write, and a write that fails
+halfway restores what was there, so a rejected command changes no map.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from netlogger.errors import UsageError
+from netlogger.kernel import abi
+from netlogger.kernel.cgroup import Cgroup
+from netlogger.kernel.loader import Plane
+from netlogger.kernel.maps import BpfMap
+from netlogger.policy.compile import PolicySet
+
+_MODES = {"enforce": abi.Mode.ENFORCE, "audit": abi.Mode.AUDIT}
+
+
+def boottime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cgroup to enroll, and who it is."""
+
+    cgroup: Cgroup
+    policy: str = "default"
+    mode: str | None = None  # None: the policy's own mode
+    agent: str = ""
+    project: str = ""
+    container_id: str = ""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """An enrolled cgroup as the maps describe it."""
+
+    cgroup_id: int
+    path: str
+    level: int
+    policy: str
+    mode: str  # enforce / audit / bypass (while a bypass window is open)
+    bypass_left_s: float  # 0 when no bypass window is open
+    agent: str
+    project: str
+    container_id: str
+    seq: int
+    throttled: int
+    ringbuf_lost: int
+
+
+def _text(value: str, field: Any, name: str) -> bytes:
+    raw = value.encode()
+    limit = field.size - 1
+    if len(raw) > limit:
+        raise UsageError(f"{name} {value!r} is longer than {limit} bytes")
+    return raw
+
+
+@contextmanager
+def _restoring(snapshot: list[tuple[BpfMap[Any, Any], Any, Any]]) -> Iterator[None]:
+    """On failure, put back each (map, key, old value or None) in reverse order."""
+    try:
+        yield
+    except BaseException:
+        for bpf_map, key, old in reversed(snapshot):
+            if old is None:
+                bpf_map.delete(key)
+            else:
+                bpf_map.update(key, old)
+        raise
+
+
+class Enforcer:
+    def __init__(self, plane: Plane, policies: PolicySet) -> None:
+        self.plane = plane
+        self.policies = policies
+
+    # -- policies ---------------------------------------------------------
+
+    def apply_policies(self, policies: PolicySet) -> None:
+        """Replace every policy in the kernel with `policies`."""
+        in_use = {e.policy for e in self.enrolled()} - set(policies.policies)
+        if in_use:
+            raise UsageError(
+                f"policies {', '.join(sorted(in_use))} are still used by enrolled cgroups; "
+                "unenroll them first or keep the policies"
+            )
+        p = self.plane
+        wanted: list[tuple[BpfMap[Any, Any], Any, Any]] = []
+        for compiled in policies.policies.values():
+            wanted.append((p.policies, compiled.id, abi.Policy(compiled.flags)))
+            wanted += [(p.cidrs, key, rules) for key, rules in compiled.cidrs]
+            wanted += [(p.resolvers, key, ctypes.c_uint32(rid)) for key, rid in compiled.resolvers]
+        keep = {(m.name, bytes(_key_obj(m, k))) for m, k, _ in wanted}
+        stale = [
+            (m, k) for m in (p.policies, p.cidrs, p.resolvers) for k in list(m.keys())
+            if (m.name, bytes(_key_obj(m, k))) not in keep
+        ]
+        undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
+        with _restoring(undo):
+            for bpf_map, key, value in wanted:
+                undo.append((bpf_map, key, bpf_map.lookup(key)))
+                bpf_map.update(key, value)
+            for bpf_map, key in stale:
+                undo.append((bpf_map, key, bpf_map.lookup(key)))
+                bpf_map.delete(key)
+        self.policies = policies
+
+    # -- enrollment -------------------------------------------------------
+
+    def enroll(self, target: Target) -> Enrolled:
+        compiled = self.policies.policies.get(target.policy)
+        if compiled is None:
+            known = ", ".join(sorted(self.policies.policies)) or "none"
+            raise UsageError(f"no policy named {target.policy!r} (known: {known})")
+        if target.mode is not None and target.mode not in _MODES:
+            raise UsageError(f"mode {target.mode!r} is not one of: enforce, audit")
+        mode = _MODES[target.mode] if target.mode else compiled.mode
+        labels = abi.Labels(
+            level=target.cgroup.level,
+            policy=_text(target.policy, abi.Labels.policy, "policy name"),
+            agent=_text(target.agent, abi.Labels.agent, "agent"),
+            project=_text(target.project, abi.Labels.project, "project"),
+            container_id=_text(target.container_id, abi.Labels.container_id, "container id"),
+            path=_text(str(target.cgroup.path), abi.Labels.path, "cgroup path"),
+        )
+        if target.cgroup.level >= abi.MAX_LEVELS:
+            raise UsageError(f"{target.cgroup.path} is deeper than {abi.MAX_LEVELS} levels")
+        p, cg = self.plane, target.cgroup.id
+        undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
+        with _restoring(undo):
+            if p.cgroup_state.insert_new(cg, abi.CgroupState()):
+                undo.append((p.cgroup_state, cg, None))
+            undo.append((p.labels, cg, p.labels.lookup(cg)))
+            p.labels.update(cg, labels)
+            undo.append((p.enrollments, cg, p.enrollments.lookup(cg)))
+            p.enrollments.update(cg, abi.Enrollment(0, compiled.id, mode))
+            undo.append((p.levels, 0, p.levels.lookup(0)))
+            self._update_levels()
+        return self.get(cg)
+
+    def unenroll(self, cgroup_id: int) -> Enrolled:
+        before = self.get(cgroup_id)
+        p = self.plane
+        p.enrollments.delete(cgroup_id)
+        p.labels.delete(cgroup_id)
+        self._update_levels()
+        p.cgroup_state.delete(cgroup_id)
+        return before
+
+    def bypass(self, cgroup_id: int, seconds: float) -> Enrolled:
+        """Let everything through for `seconds`; the kernel closes the window itself."""
+        if not 0 < seconds <= 7 * 86400:
+            raise UsageError("a bypass lasts more than 0 seconds and at most 7 days")
+        return self._set_bypass(cgroup_id, boottime_ns() + int(seconds * 1e9), keep_mode=True)
+
+    def enforce(self, cgroup_id: int) -> Enrolled:
+        """Close any bypass window and enforce (leaves audit too)."""
+        return self._set_bypass(cgroup_id, 0, keep_mode=False)
+
+    def _set_bypass(self, cgroup_id: int, until_ns: int, keep_mode: bool) -> Enrolled:
+        current = self.plane.enrollments.lookup(cgroup_id)
+        if current is None:
+            raise UsageError(f"cgroup id {cgroup_id} is not enrolled; enroll it first")
+        mode = current.mode if keep_mode else abi.Mode.ENFORCE
+        self.plane.enrollments.update(
+            cgroup_id, abi.Enrollment(until_ns, current.policy_id, mode)
+        )
+        return self.get(cgroup_id)
+
+    def _update_levels(self) -> None:
+        mask = 0
+        for _, labels in self.plane.labels.items():
+            mask |= 1 << labels.level
+        self.plane.levels.update(0, abi.Levels(mask))
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, cgroup_id: int) -> Enrolled:
+        for item in self._enrolled(lambda cg: cg == cgroup_id):
+            return item
+        raise UsageError(f"cgroup id {cgroup_id} is not enrolled")
+
+    def enrolled(self) -> list[Enrolled]:
+        return list(self._enrolled(lambda _cg: True))
+
+    def _enrolled(self, wanted: Callable[[int], bool]) -> Iterator[Enrolled]:
+        p, now = self.plane, boottime_ns()
+        for cg, en in p.enrollments.items():
+            if not wanted(cg):
+                continue
+            labels = p.labels.lookup(cg) or abi.Labels()
+            state = p.cgroup_state.lookup(cg) or abi.CgroupState()
+            left = max(0.0, (en.bypass_until_ns - now) / 1e9)
+            mode = "bypass" if left else abi.Mode(en.mode).name.lower()
+            yield Enrolled(
+                cg, labels.path.decode(), labels.level, labels.policy.decode(), mode, left,
+                labels.agent.decode(), labels.project.decode(), labels.container_id.decode(),
+                state.seq, state.throttled, state.ringbuf_lost,
+            )
+
+
+def _key_obj(bpf_map: BpfMap[Any, Any], key: Any) -> Any:
+    return key if isinstance(key, ctypes.Structure | ctypes.Array) else bpf_map.key_type(key)
+

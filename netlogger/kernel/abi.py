@@ -1,0 +1,234 @@
+"""The Python statement of bpf/netlogger.h: every shared struct and enum, once.
+
+Field names match the C names so tests/unit/test_abi.py can compare them with
+the BTF of the compiled object, offset by offset. Decoders derive their
+`struct` formats from these classes (`unpacker`); nothing restates a layout.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import struct
+from typing import Any
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+ABI_VERSION = 1
+COMM_LEN = 16
+MAX_LEVELS = 32
+MAX_PORT_RULES = 16
+
+
+class Op(enum.IntEnum):
+    CONNECT = 1
+    SENDMSG = 2
+    SOCK_CREATE = 3
+
+
+class Action(enum.IntEnum):
+    ALLOWED = 0
+    DENIED = 1
+    BYPASSED = 2
+
+
+class Mode(enum.IntEnum):
+    ENFORCE = 0
+    AUDIT = 1
+    BYPASS = 2
+
+
+class Reason(enum.IntEnum):
+    RULE = 1
+    DEFAULT_DENY = 2
+    RAW_SOCKET = 3
+    RESOLVER = 4
+    RESOLVER_NOT_ALLOWED = 5
+    ICMP = 6
+    LOOPBACK = 7
+    BYPASS = 8
+
+
+class Flag(enum.IntFlag):
+    IPV6 = 1 << 0
+    IPV4_MAPPED = 1 << 1
+    NAT64 = 1 << 2
+    NO_DST = 1 << 3
+    WOULD_DENY = 1 << 4
+
+
+class Proto(enum.IntFlag):
+    TCP = 1 << 0
+    UDP = 1 << 1
+
+
+class PolicyFlag(enum.IntFlag):
+    LOG_LOOPBACK = 1 << 0
+    ICMP_ALLOW = 1 << 1
+
+
+# The C enum each Python enum mirrors, and the prefix its member names carry.
+ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
+    "nl_op": (Op, "NL_OP_"),
+    "nl_action": (Action, "NL_ACTION_"),
+    "nl_mode": (Mode, "NL_MODE_"),
+    "nl_reason": (Reason, "NL_REASON_"),
+    "nl_flag": (Flag, "NL_FLAG_"),
+    "nl_proto": (Proto, "NL_PROTO_"),
+    "nl_policy_flag": (PolicyFlag, "NL_POLICY_"),
+}
+
+
+class Hdr(ctypes.Structure):
+    _fields_ = [("op", u8), ("version", u8), ("size", u16), ("cpu", u32)]
+
+
+class Event(ctypes.Structure):
+    _fields_ = [
+        ("hdr", Hdr),
+        ("ts_ns", u64),
+        ("seq", u64),
+        ("cgroup_id", u64),
+        ("task_cgroup_id", u64),
+        ("sock_cookie", u64),
+        ("pid", u32),
+        ("tid", u32),
+        ("uid", u32),
+        ("gid", u32),
+        ("rule_id", u32),
+        ("policy_id", u32),
+        ("daddr", u8 * 16),
+        ("dport", u16),
+        ("family", u16),
+        ("sock_type", u16),
+        ("protocol", u16),
+        ("action", u8),
+        ("mode", u8),
+        ("reason", u8),
+        ("flags", u8),
+        ("pad", u8 * 4),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+class Enrollment(ctypes.Structure):
+    _fields_ = [("bypass_until_ns", u64), ("policy_id", u32), ("mode", u8), ("pad", u8 * 3)]
+
+
+class CgroupState(ctypes.Structure):
+    _fields_ = [("seq", u64), ("tat_ns", u64), ("throttled", u64), ("ringbuf_lost", u64)]
+
+
+class CpuLoss(ctypes.Structure):
+    _fields_ = [("ringbuf_lost", u64), ("no_state", u64)]
+
+
+class Policy(ctypes.Structure):
+    _fields_ = [("flags", u32), ("pad", u32)]
+
+
+class CidrKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", u32),
+        ("policy_id", u32),
+        ("family", u8),
+        ("addr", u8 * 16),
+        ("pad", u8 * 3),
+    ]
+
+
+class PortRule(ctypes.Structure):
+    _fields_ = [
+        ("port_lo", u16),
+        ("port_hi", u16),
+        ("protos", u8),
+        ("pad", u8 * 3),
+        ("rule_id", u32),
+    ]
+
+
+class CidrRules(ctypes.Structure):
+    _fields_ = [("count", u32), ("pad", u32), ("rules", PortRule * MAX_PORT_RULES)]
+
+
+class ResolverKey(ctypes.Structure):
+    _fields_ = [("policy_id", u32), ("family", u8), ("pad", u8 * 3), ("addr", u8 * 16)]
+
+
+class Levels(ctypes.Structure):
+    _fields_ = [("mask", u32), ("pad", u32)]
+
+
+class Labels(ctypes.Structure):
+    _fields_ = [
+        ("level", u32),
+        ("pad", u32),
+        ("policy", ctypes.c_char * 32),
+        ("agent", ctypes.c_char * 64),
+        ("project", ctypes.c_char * 64),
+        ("container_id", ctypes.c_char * 64),
+        ("path", ctypes.c_char * 256),
+    ]
+
+
+class Meta(ctypes.Structure):
+    _fields_ = [("abi_version", u32), ("len", u32), ("layout", ctypes.c_char * 4088)]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [("allow_interval_ns", u64), ("allow_tolerance_ns", u64)]
+
+
+# C struct name -> mirror, for the ABI check.
+STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "nl_hdr": Hdr,
+    "nl_event": Event,
+    "nl_enrollment": Enrollment,
+    "nl_cgroup_state": CgroupState,
+    "nl_cpu_loss": CpuLoss,
+    "nl_policy": Policy,
+    "nl_cidr_key": CidrKey,
+    "nl_port_rule": PortRule,
+    "nl_cidr_rules": CidrRules,
+    "nl_resolver_key": ResolverKey,
+    "nl_levels": Levels,
+    "nl_labels": Labels,
+    "nl_meta": Meta,
+    "nl_config": Config,
+}
+
+_CODES = {u8: "B", u16: "H", u32: "I", u64: "Q"}
+
+
+def _format_of(ctype: Any) -> str:
+    if ctype in _CODES:
+        return _CODES[ctype]
+    if issubclass(ctype, ctypes.Array):
+        return f"{ctypes.sizeof(ctype)}s"  # byte arrays stay bytes
+    if issubclass(ctype, ctypes.Structure):
+        return "".join(_format_of(t) for _, t in ctype._fields_)
+    raise TypeError(f"no struct code for {ctype}")
+
+
+def flat_names(cls: type[ctypes.Structure]) -> list[str]:
+    """Field names in unpack order; nested structs contribute their own fields."""
+    names: list[str] = []
+    for name, ctype in cls._fields_:
+        if isinstance(ctype, type) and issubclass(ctype, ctypes.Structure):
+            names.extend(flat_names(ctype))
+        else:
+            names.append(name)
+    return names
+
+
+def unpacker(cls: type[ctypes.Structure]) -> struct.Struct:
+    """A struct.Struct that reads `cls` as a flat tuple in `flat_names` order."""
+    fmt = "=" + _format_of(cls)
+    unpack = struct.Struct(fmt)
+    assert unpack.size == ctypes.sizeof(cls), f"{cls.__name__} has implicit padding"
+    return unpack
+
+
+def layout(cls: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
+    """(name, offset, size) of each top-level field: what pinned-state metadata records."""
+    return [(name, getattr(cls, name).offset, getattr(cls, name).size) for name, _ in cls._fields_]

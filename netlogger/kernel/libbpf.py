@@ -1,0 +1,189 @@
+"""The libbpf symbols netlogger calls, through ctypes, and nothing more.
+
+libbpf >= 1.0 reports failure as a negative errno (int functions) or NULL with
+errno set (pointer functions); `call` and `call_ptr` turn both into our
+KernelError tree in one place. libbpf's own log goes to the
+`netlogger.libbpf` logger; the last lines are kept so a load failure can
+carry the verifier's reasoning.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno as errnos
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from netlogger.errors import (
+    CAPABILITY_HINT,
+    AttachError,
+    KernelError,
+    LoadError,
+    MapError,
+    NotSupportedError,
+    PrivilegeError,
+)
+
+log = logging.getLogger("netlogger.libbpf")
+
+c_int, c_uint, c_uint32, c_uint64 = ctypes.c_int, ctypes.c_uint, ctypes.c_uint32, ctypes.c_uint64
+c_size_t, c_char_p, c_void_p = ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p
+
+
+def _load() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as exc:
+        raise NotSupportedError("libbpf.so.1 (apt-get install libbpf1)", "5.10") from exc
+
+
+_lib = _load()
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bind(name: str, restype: Any, *argtypes: Any) -> Any:
+    fn = getattr(_lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+# Opaque libbpf handles.
+Object = c_void_p
+Map = c_void_p
+Program = c_void_p
+Link = c_void_p
+Btf = c_void_p
+
+bpf_object__open_file = _bind("bpf_object__open_file", Object, c_char_p, c_void_p)
+bpf_object__load = _bind("bpf_object__load", c_int, Object)
+bpf_object__close = _bind("bpf_object__close", None, Object)
+bpf_object__find_map_by_name = _bind("bpf_object__find_map_by_name", Map, Object, c_char_p)
+bpf_object__find_program_by_name = _bind(
+    "bpf_object__find_program_by_name", Program, Object, c_char_p
+)
+bpf_object__btf = _bind("bpf_object__btf", Btf, Object)
+
+bpf_map__fd = _bind("bpf_map__fd", c_int, Map)
+bpf_map__set_max_entries = _bind("bpf_map__set_max_entries", c_int, Map, c_uint32)
+bpf_map__reuse_fd = _bind("bpf_map__reuse_fd", c_int, Map, c_int)
+bpf_map__set_initial_value = _bind("bpf_map__set_initial_value", c_int, Map, c_void_p, c_size_t)
+bpf_map__initial_value = _bind("bpf_map__initial_value", c_void_p, Map, ctypes.POINTER(c_size_t))
+bpf_map__type = _bind("bpf_map__type", c_uint, Map)
+bpf_map__key_size = _bind("bpf_map__key_size", c_uint32, Map)
+bpf_map__value_size = _bind("bpf_map__value_size", c_uint32, Map)
+bpf_map__max_entries = _bind("bpf_map__max_entries", c_uint32, Map)
+bpf_map__map_flags = _bind("bpf_map__map_flags", c_uint32, Map)
+
+bpf_program__fd = _bind("bpf_program__fd", c_int, Program)
+bpf_program__attach_cgroup = _bind("bpf_program__attach_cgroup", Link, Program, c_int)
+
+bpf_link__open = _bind("bpf_link__open", Link, c_char_p)
+bpf_link__pin = _bind("bpf_link__pin", c_int, Link, c_char_p)
+bpf_link__update_program = _bind("bpf_link__update_program", c_int, Link, Program)
+bpf_link__destroy = _bind("bpf_link__destroy", c_int, Link)
+bpf_link__fd = _bind("bpf_link__fd", c_int, Link)
+
+bpf_obj_get = _bind("bpf_obj_get", c_int, c_char_p)
+bpf_obj_pin = _bind("bpf_obj_pin", c_int, c_int, c_char_p)
+bpf_obj_get_info_by_fd = _bind(
+    "bpf_obj_get_info_by_fd", c_int, c_int, c_void_p, ctypes.POINTER(c_uint32)
+)
+bpf_map_create = _bind(
+    "bpf_map_create", c_int, c_uint, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p
+)
+bpf_map_update_elem = _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
+bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
+bpf_map_delete_elem = _bind("bpf_map_delete_elem", c_int, c_int, c_void_p)
+bpf_map_get_next_key = _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
+bpf_enable_stats = _bind("bpf_enable_stats", c_int, c_uint)
+
+btf__parse = _bind("btf__parse", Btf, c_char_p, c_void_p)
+btf__free = _bind("btf__free", None, Btf)
+btf__type_cnt = _bind("btf__type_cnt", c_uint32, Btf)
+btf__type_by_id = _bind("btf__type_by_id", c_void_p, Btf, c_uint32)
+btf__name_by_offset = _bind("btf__name_by_offset", c_char_p, Btf, c_uint32)
+btf__load_vmlinux_btf = _bind("btf__load_vmlinux_btf", Btf)
+
+libbpf_probe_bpf_prog_type = _bind("libbpf_probe_bpf_prog_type", c_int, c_uint, c_void_p)
+libbpf_probe_bpf_map_type = _bind("libbpf_probe_bpf_map_type", c_int, c_uint, c_void_p)
+libbpf_probe_bpf_helper = _bind("libbpf_probe_bpf_helper", c_int, c_uint, c_uint, c_void_p)
+libbpf_num_possible_cpus = _bind("libbpf_num_possible_cpus", c_int)
+
+# The baseline consumer that bench/ compares the batch drain against.
+RingSampleFn = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+ring_buffer__new = _bind("ring_buffer__new", c_void_p, c_int, RingSampleFn, c_void_p, c_void_p)
+ring_buffer__consume = _bind("ring_buffer__consume", c_int, c_void_p)
+ring_buffer__free = _bind("ring_buffer__free", None, c_void_p)
+
+# libbpf_set_print wants a printf-style callback; vsnprintf renders its va_list.
+_PrintFn = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_libbpf_set_print = _bind("libbpf_set_print", c_void_p, _PrintFn)
+_vsnprintf = _libc.vsnprintf
+_vsnprintf.restype = c_int
+_vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+recent_warnings: collections.deque[str] = collections.deque(maxlen=60)
+
+
+def _print(level: int, fmt: bytes, args: int) -> int:
+    buf = ctypes.create_string_buffer(2048)
+    _vsnprintf(buf, len(buf), fmt, args)
+    text = buf.value.decode(errors="replace").rstrip("\n")
+    if level == 0:
+        recent_warnings.extend(text.splitlines())
+    log.log(_LEVELS.get(level, logging.DEBUG), "%s", text)
+    return 0
+
+
+_print_cb = _PrintFn(_print)  # module-level: the callback must outlive every libbpf call
+_libbpf_set_print(_print_cb)
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_STATS_RUN_TIME = 0
+
+
+def _error_for(err: int, what: str) -> KernelError:
+    """The one errno -> error map. `what` names the object and the operation."""
+    reason = f"{what}: {errnos.errorcode.get(err, str(err))} ({os.strerror(err)})"
+    if err in (errnos.EPERM, errnos.EACCES):
+        return PrivilegeError(f"{reason}; {CAPABILITY_HINT}", err)
+    if what.startswith("load"):
+        tail = "\n".join(list(recent_warnings)[-25:])
+        return LoadError(reason, err, tail)
+    if what.startswith(("attach", "update link", "open link", "pin link")):
+        return AttachError(reason, err)
+    if what.startswith("map"):
+        return MapError(reason, err)
+    return KernelError(reason, err)
+
+
+def raise_for_errno(err: int, what: str) -> None:
+    raise _error_for(err, what)
+
+
+def call(fn: Callable[..., int], what: str, *args: Any) -> int:
+    """Call an int-returning libbpf function; negative results raise."""
+    if what.startswith("load"):
+        recent_warnings.clear()
+    ret = fn(*args)
+    if ret < 0:
+        raise_for_errno(-ret, what)  # libbpf >= 1.0 returns -errno
+    return ret
+
+
+def call_ptr(fn: Callable[..., int | None], what: str, *args: Any) -> int:
+    """Call a pointer-returning libbpf function; NULL raises with errno."""
+    ptr = fn(*args)
+    if not ptr:
+        raise_for_errno(ctypes.get_errno() or errnos.EINVAL, what)
+    assert ptr is not None
+    return ptr
+
+
+def possible_cpus() -> int:
+    return call(libbpf_num_possible_cpus, "count possible CPUs")

@@ -1,0 +1,202 @@
+"""Policies (config model) -> the map entries the kernel decides with.
+
+Each (policy, prefix) LPM entry carries its own port rules plus those of every
+shorter prefix that contains it, most specific first, so one longest-prefix
+lookup answers. Policy and rule ids are hashes of their names, so they stay
+the same across agent restarts and config reloads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+
+from netlogger.config.model import Policy, Rule
+from netlogger.kernel import abi
+
+Located = tuple[tuple[str | int, ...], str]  # (path in the config, message)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+POLICY_NAME_MAX = 31
+_PROTOS = {"tcp": abi.Proto.TCP, "udp": abi.Proto.UDP, "any": abi.Proto.TCP | abi.Proto.UDP}
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: int
+    policy: str
+    name: str
+
+
+@dataclass
+class CompiledPolicy:
+    name: str
+    id: int
+    mode: abi.Mode
+    flags: abi.PolicyFlag
+    cidrs: list[tuple[abi.CidrKey, abi.CidrRules]] = field(default_factory=list)
+    resolvers: list[tuple[abi.ResolverKey, int]] = field(default_factory=list)
+
+
+@dataclass
+class PolicySet:
+    policies: dict[str, CompiledPolicy] = field(default_factory=dict)
+    rules: dict[int, RuleInfo] = field(default_factory=dict)
+
+    def by_id(self) -> dict[int, CompiledPolicy]:
+        return {p.id: p for p in self.policies.values()}
+
+
+def stable_id(*parts: str) -> int:
+    return zlib.crc32("\0".join(parts).encode()) & 0x7FFFFFFF or 1
+
+
+def parse_ports(ports: list[int | str]) -> list[tuple[int, int]]:
+    """[443, "8000-8100"] -> [(443, 443), (8000, 8100)]; empty means every port."""
+    if not ports:
+        return [(0, 65535)]
+    out = []
+    for item in ports:
+        lo_text, _, hi_text = str(item).partition("-")
+        try:
+            lo, hi = int(lo_text), int(hi_text or lo_text)
+        except ValueError:
+            raise ValueError(f"bad port {item!r}: use a number or a range like 8000-8100") from None
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"bad port {item!r}: ports run from 1 to 65535, low to high")
+        out.append((lo, hi))
+    return out
+
+
+def _as_ipv4(addr: Address) -> Address:
+    """IPv4-mapped and NAT64 forms are decided as the IPv4 address they carry."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped:
+            return addr.ipv4_mapped
+        if addr in NAT64:
+            return ipaddress.IPv4Address(addr.packed[12:])
+    return addr
+
+
+def _family_and_bytes(addr: Address) -> tuple[int, bytes]:
+    return (4, addr.packed + bytes(12)) if addr.version == 4 else (6, addr.packed)
+
+
+def _network(rule: Rule) -> Network:
+    assert rule.cidr is not None
+    try:
+        net = ipaddress.ip_network(rule.cidr, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"bad cidr {rule.cidr!r}: {exc}") from None
+    if isinstance(net, ipaddress.IPv6Network) and (
+        net.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")) or net.subnet_of(NAT64)
+    ):
+        raise ValueError(
+            f"cidr {rule.cidr!r} is IPv4-mapped or NAT64: those addresses are decided as IPv4, "
+            "so write the rule as an IPv4 CIDR"
+        )
+    return net
+
+
+def _rule_name(policy: str, index: int, rule: Rule) -> str:
+    return rule.name or f"{policy}.allow[{index}]"
+
+
+def _cidr_entries(
+    policy_id: int, port_rules: list[tuple[Network, abi.PortRule]], where: tuple[str | int, ...]
+) -> tuple[list[tuple[abi.CidrKey, abi.CidrRules]], list[Located]]:
+    entries, problems = [], []
+    for net in dict.fromkeys(n for n, _ in port_rules):
+        covering = [
+            (n.prefixlen, r) for n, r in port_rules if n.version == net.version and net.subnet_of(n)
+        ]
+        covering.sort(key=lambda item: -item[0])  # most specific first
+        if len(covering) > abi.MAX_PORT_RULES:
+            problems.append((where, f"{net} collects {len(covering)} port rules from the rules "
+                                    f"that contain it; at most {abi.MAX_PORT_RULES} fit"))
+            continue
+        family, addr = _family_and_bytes(net.network_address)
+        key = abi.CidrKey(40 + net.prefixlen, policy_id, family, (abi.u8 * 16)(*addr))
+        rules = abi.CidrRules(len(covering))
+        for i, (_, port_rule) in enumerate(covering):
+            rules.rules[i] = port_rule
+        entries.append((key, rules))
+    return entries, problems
+
+
+def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
+    where: tuple[str | int, ...] = ("policies", name)
+    problems: list[Located] = []
+    if not name or len(name.encode()) > POLICY_NAME_MAX:
+        problems.append((where, f"policy names are 1 to {POLICY_NAME_MAX} bytes long"))
+    flags = abi.PolicyFlag(0)
+    if policy.log_loopback:
+        flags |= abi.PolicyFlag.LOG_LOOPBACK
+    if policy.icmp == "allow":
+        flags |= abi.PolicyFlag.ICMP_ALLOW
+    mode = abi.Mode.AUDIT if policy.mode == "audit" else abi.Mode.ENFORCE
+    compiled = CompiledPolicy(name, stable_id(name), mode, flags)
+
+    port_rules: list[tuple[Network, abi.PortRule]] = []
+    for i, rule in enumerate(policy.allow):
+        at = (*where, "allow", i)
+        if (rule.cidr is None) == (rule.domain is None):
+            problems.append((at, "give exactly one of cidr or domain"))
+            continue
+        if rule.domain is not None:
+            problems.append(((*at, "domain"), "domain rules need DNS-answer tracking, which this "
+                                              "version does not have yet; use a cidr rule"))
+            continue
+        rule_id = stable_id(name, "allow", rule.name or f"{rule.cidr}|{rule.ports}|{rule.proto}")
+        if rule_id in out.rules:
+            problems.append((at, f"duplicates {out.rules[rule_id].name}"))
+            continue
+        try:
+            net = _network(rule)
+        except ValueError as exc:
+            problems.append(((*at, "cidr"), str(exc)))
+            continue
+        try:
+            ranges = parse_ports(rule.ports)
+        except ValueError as exc:
+            problems.append(((*at, "ports"), str(exc)))
+            continue
+        out.rules[rule_id] = RuleInfo(rule_id, name, _rule_name(name, i, rule))
+        port_rules += [(net, abi.PortRule(lo, hi, _PROTOS[rule.proto], rule_id=rule_id))
+                       for lo, hi in ranges]
+
+    entries, closure_problems = _cidr_entries(compiled.id, port_rules, (*where, "allow"))
+    compiled.cidrs = entries
+    problems += closure_problems
+
+    for i, text in enumerate(policy.dns.resolvers):
+        at = (*where, "dns", "resolvers", i)
+        try:
+            addr = _as_ipv4(ipaddress.ip_address(text))
+        except ValueError:
+            problems.append((at, f"bad resolver address {text!r}"))
+            continue
+        rule_id = stable_id(name, "dns", str(addr))
+        out.rules[rule_id] = RuleInfo(rule_id, name, f"{name}.dns.resolvers[{i}]")
+        family, raw = _family_and_bytes(addr)
+        key = abi.ResolverKey(compiled.id, family, addr=(abi.u8 * 16)(*raw))
+        compiled.resolvers.append((key, rule_id))
+    out.policies[name] = compiled
+    return problems
+
+
+def compile_policies(policies: dict[str, Policy]) -> tuple[PolicySet, list[Located]]:
+    """Compile every policy; problems come back located, not raised."""
+    out = PolicySet()
+    problems: list[Located] = []
+    seen: dict[int, str] = {}
+    for name, policy in policies.items():
+        problems += _compile_one(name, policy, out)
+        policy_id = out.policies[name].id
+        if policy_id in seen:
+            problems.append((("policies", name), f"name hashes like {seen[policy_id]!r}; rename it"))
+        seen[policy_id] = name
+    return out, problems

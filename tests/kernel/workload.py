@@ -1,0 +1,120 @@
+"""The workload a kernel test enrolls: a child process that makes real syscalls.
+
+It joins the test's network namespace, names itself `nl-workload`, and then
+answers one JSON command per line on stdin with one JSON reply on stdout.
+The test moves it into a cgroup by pid. Kept to the standard library so its
+syscalls are the only ones under test.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+COMM = b"nl-workload"
+PR_SET_NAME = 15
+_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _errno(fn: Any) -> int:
+    try:
+        fn()
+    except OSError as exc:
+        return exc.errno or -1
+    return 0
+
+
+def connect(family: int, type: str, addr: str, port: int) -> int:
+    with socket.socket(_FAMILIES[family], _TYPES[type]) as s:
+        s.setblocking(False)  # an allowed TCP connect answers EINPROGRESS
+        return _errno(lambda: s.connect((addr, port)))
+
+
+def sendto(family: int, addr: str, port: int) -> int:
+    with socket.socket(_FAMILIES[family], socket.SOCK_DGRAM) as s:
+        return _errno(lambda: s.sendto(b"netlogger", (addr, port)))
+
+
+def open_socket(family: int, kind: str) -> int:
+    proto = {"raw": socket.IPPROTO_RAW if family == 4 else socket.IPPROTO_ICMPV6,
+             "ping": socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6}[kind]
+    type_ = socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM
+
+    def make() -> None:
+        socket.socket(_FAMILIES[family], type_, proto).close()
+
+    return _errno(make)
+
+
+def flood(family: int, addr: str, port: int, count: int) -> dict[str, Any]:
+    """`count` UDP connects on one socket; counts the errno of each."""
+    results: dict[str, int] = {}
+    with socket.socket(_FAMILIES[family], socket.SOCK_DGRAM) as s:
+        for _ in range(count):
+            code = _errno(lambda: s.connect((addr, port)))
+            results[str(code)] = results.get(str(code), 0) + 1
+    return results
+
+
+def join_cgroup(path: str) -> int:
+    """Move this process into `path`, as a workload escaping into a child cgroup would."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    return 0
+
+
+def listen(addr: str, port: int) -> int:
+    global _listener
+    _listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    _listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _listener.bind((addr, port))
+    _listener.listen(16)
+    return 0
+
+
+def connect_established(addr: str, port: int) -> int:
+    """A blocking TCP connect that must complete a handshake (to our own listener)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        return _errno(lambda: s.connect((addr, port)))
+
+
+_listener: socket.socket | None = None
+COMMANDS = {
+    "connect": connect,
+    "sendto": sendto,
+    "socket": open_socket,
+    "flood": flood,
+    "join_cgroup": join_cgroup,
+    "listen": listen,
+    "connect_established": connect_established,
+}
+
+
+def main() -> None:
+    ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(COMM), 0, 0, 0)
+    if len(sys.argv) > 1:
+        fd = os.open(f"/run/netns/{sys.argv[1]}", os.O_RDONLY)
+        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns")
+        os.close(fd)
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        try:
+            result: Any = COMMANDS[op](**cmd)
+        except OSError as exc:
+            result = {"oserror": exc.errno or errno.EIO}
+        print(json.dumps({"result": result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

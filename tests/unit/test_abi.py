@@ -1,0 +1,54 @@
+"""The Python mirror (kernel/abi.py) equals the BTF of the compiled object."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+
+import pytest
+
+from netlogger.kernel import abi, btf
+from netlogger.kernel.loader import OBJECT
+
+
+@pytest.fixture(scope="module")
+def object_btf() -> Iterator[btf.Btf]:
+    with btf.open_file(OBJECT) as b:
+        yield b
+
+
+@pytest.mark.parametrize("c_name", sorted(abi.STRUCTS))
+def test_struct_matches_btf(object_btf: btf.Btf, c_name: str) -> None:
+    mirror = abi.STRUCTS[c_name]
+    compiled = object_btf.struct(c_name)
+    assert ctypes.sizeof(mirror) == compiled.size
+    assert [(m.name, m.offset, m.size) for m in compiled.members] == abi.layout(mirror)
+
+
+@pytest.mark.parametrize("c_name", sorted(abi.ENUMS))
+def test_enum_matches_btf(object_btf: btf.Btf, c_name: str) -> None:
+    mirror, prefix = abi.ENUMS[c_name]
+    assert object_btf.enum(c_name) == {prefix + m.name: m.value for m in mirror}
+
+
+def test_every_abi_struct_is_mirrored(object_btf: btf.Btf) -> None:
+    """A struct added to netlogger.h without a mirror fails here."""
+    names = {m.name for m in object_btf.struct("nl_abi").members}
+    assert "event" in names
+    header = (OBJECT.parents[2] / "bpf" / "netlogger.h").read_text()
+    declared = {line.split()[1] for line in header.splitlines() if line.startswith("struct nl_")}
+    assert declared == set(abi.STRUCTS)
+    enums = {line.split()[1] for line in header.splitlines() if line.startswith("enum nl_")}
+    assert enums == set(abi.ENUMS)
+
+
+def test_unpacker_has_no_implicit_padding() -> None:
+    assert abi.unpacker(abi.Event).size == ctypes.sizeof(abi.Event) == 120
+
+
+def test_constants_match_header() -> None:
+    header = (OBJECT.parents[2] / "bpf" / "netlogger.h").read_text()
+    for name, value in [("NL_ABI_VERSION", abi.ABI_VERSION), ("NL_COMM_LEN", abi.COMM_LEN),
+                        ("NL_MAX_LEVELS", abi.MAX_LEVELS),
+                        ("NL_MAX_PORT_RULES", abi.MAX_PORT_RULES)]:
+        assert f"#define {name} {value}" in header
