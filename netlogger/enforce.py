@@ -102,7 +102,9 @@ class Enforcer:
             wanted += [(p.resolvers, key, ctypes.c_uint32(rid)) for key, rid in compiled.resolvers]
         keep = {(m.name, bytes(_key_obj(m, k))) for m, k, _ in wanted}
         stale = [
-            (m, k) for m in (p.policies, p.cidrs, p.resolvers) for k in list(m.keys())
+            (m, k)
+            for m in (p.policies, p.cidrs, p.resolvers)
+            for k in list(m.keys())
             if (m.name, bytes(_key_obj(m, k))) not in keep
         ]
         undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
@@ -172,9 +174,7 @@ class Enforcer:
         if current is None:
             raise UsageError(f"cgroup id {cgroup_id} is not enrolled; enroll it first")
         mode = current.mode if keep_mode else abi.Mode.ENFORCE
-        self.plane.enrollments.update(
-            cgroup_id, abi.Enrollment(until_ns, current.policy_id, mode)
-        )
+        self.plane.enrollments.update(cgroup_id, abi.Enrollment(until_ns, current.policy_id, mode))
         return self.get(cgroup_id)
 
     def _update_levels(self) -> None:
@@ -203,12 +203,20 @@ class Enforcer:
             left = max(0.0, (en.bypass_until_ns - now) / 1e9)
             mode = "bypass" if left else abi.Mode(en.mode).name.lower()
             yield Enrolled(
-                cg, labels.path.decode(), labels.level, labels.policy.decode(), mode, left,
-                labels.agent.decode(), labels.project.decode(), labels.container_id.decode(),
-                state.seq, state.throttled, state.ringbuf_lost,
+                cg,
+                labels.path.decode(),
+                labels.level,
+                labels.policy.decode(),
+                mode,
+                left,
+                labels.agent.decode(),
+                labels.project.decode(),
+                labels.container_id.decode(),
+                state.seq,
+                state.throttled,
+                state.ringbuf_lost,
             )
 
 
 def _key_obj(bpf_map: BpfMap[Any, Any], key: Any) -> Any:
     return key if isinstance(key, ctypes.Structure | ctypes.Array) else bpf_map.key_type(key)
-

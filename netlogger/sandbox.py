@@ -84,8 +84,9 @@ def network(tag: str = "") -> Iterator[Net]:
         netns.create(net.workload_ns)
         netns.create(net.peer_ns)
         with NetNS(net.workload_ns) as w:
-            w.link("add", ifname="nlw0", kind="veth", peer={"ifname": "nlp0",
-                                                             "net_ns_fd": net.peer_ns})
+            w.link(
+                "add", ifname="nlw0", kind="veth", peer={"ifname": "nlp0", "net_ns_fd": net.peer_ns}
+            )
             _up(w, "lo")
             i = _up(w, "nlw0")
             w.addr("add", index=i, address=net.local4, prefixlen=24)
@@ -93,8 +94,18 @@ def network(tag: str = "") -> Iterator[Net]:
             w.route("add", dst="0.0.0.0/0", gateway=net.peer4)
             w.route("add", dst="::/0", gateway=net.peer6, family=10)
         # Ping sockets exist only for the groups this range names; let the policy decide.
-        subprocess.run(["ip", "netns", "exec", net.workload_ns, "sysctl", "-qw",
-                        "net.ipv4.ping_group_range=0 2147483647"], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                net.workload_ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ping_group_range=0 2147483647",
+            ],
+            check=True,
+        )
         with NetNS(net.peer_ns) as p:
             _up(p, "lo")
             i = _up(p, "nlp0")

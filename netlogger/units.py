@@ -7,8 +7,18 @@ import re
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"(\d+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -16,7 +26,9 @@ def parse_duration(text: str) -> float:
     text = text.strip()
     parts = _DURATION.findall(text)
     if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"bad duration {text!r}: use a number with ms, s, m, h or d, like 30s or 10m")
+        raise ValueError(
+            f"bad duration {text!r}: use a number with ms, s, m, h or d, like 30s or 10m"
+        )
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 

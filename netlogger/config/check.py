@@ -49,11 +49,13 @@ def _shape(value: Any, typ: Any, path: Path_) -> list[Located]:
         known = {f.encode_name: f for f in info}
         problems: list[Located] = [
             ((*path, key), f"unknown field; expected one of: {', '.join(sorted(known))}")
-            for key in value if key not in known
+            for key in value
+            if key not in known
         ]
         problems += [
             (path, f"missing required field `{f.encode_name}`")
-            for f in info if f.required and f.encode_name not in value
+            for f in info
+            if f.required and f.encode_name not in value
         ]
         for key, item in value.items():
             if key in known:
@@ -89,8 +91,12 @@ def _values(config: Config, policies: PolicySet) -> list[Located]:
         if enrollment.policy not in policies.policies:
             problems.append((("enroll", i, "policy"), f"no policy {enrollment.policy!r} ({known})"))
     if config.containers and config.containers.default_policy not in policies.policies:
-        problems.append((("containers", "default_policy"), f"no policy named "
-                         f"{config.containers.default_policy!r} ({known})"))
+        problems.append(
+            (
+                ("containers", "default_policy"),
+                f"no policy named {config.containers.default_policy!r} ({known})",
+            )
+        )
     return problems
 
 
@@ -102,7 +108,9 @@ def check_source(src: Source, policies_only: bool = False) -> Checked:
     if policies_only and set(data) - {"policies"}:
         data = {"policies": data.get("policies", {})}
         extra = sorted(set(src.data) - {"policies"})
-        raise ConfigError([src.problem((k,), "a policy file holds only `policies:`") for k in extra])
+        raise ConfigError(
+            [src.problem((k,), "a policy file holds only `policies:`") for k in extra]
+        )
     problems = _shape(data, Config, ())
     # Policies that are well-formed are still compiled, so their problems show up too.
     raw_policies = data.get("policies")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from netlogger.errors import KernelError, StateError, UsageError
-from netlogger.kernel import abi, libbpf, mounts
+from netlogger.kernel import abi, features, libbpf, mounts
 from netlogger.kernel.btf import Btf
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap, PerCpuArray
@@ -371,6 +371,7 @@ def load(
     On failure, whatever this call pinned is unpinned again; pinned state it
     found stays as it was.
     """
+    features.require()
     _ensure_bpffs(pin_root)
     for sub in ("maps", "links"):
         (pin_root / sub).mkdir(parents=True, exist_ok=True)
@@ -401,6 +402,33 @@ def load(
         _pin_maps(plane, obj, report.migrated, undo)
         undo.pop_all()
     return plane
+
+
+def trial(cg: Cgroup, object_path: Path = OBJECT) -> list[str]:
+    """Load every program and attach it to `cg` unpinned, then take it all away again."""
+    features.require()
+    obj = _open_object(object_path, Settings())
+    links: list[int] = []
+    try:
+        libbpf.call(libbpf.bpf_object__load, f"load {object_path.name}", obj)
+        fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name, (section, _) in PROGRAMS.items():
+                links.append(
+                    libbpf.call_ptr(
+                        libbpf.bpf_program__attach_cgroup,
+                        f"attach {section} to {cg.path}",
+                        _prog(obj, name),
+                        fd,
+                    )
+                )
+        finally:
+            os.close(fd)
+        return list(PROGRAMS)
+    finally:
+        for link in links:
+            libbpf.bpf_link__destroy(link)
+        libbpf.bpf_object__close(obj)
 
 
 @contextmanager

@@ -20,8 +20,11 @@ RawEvent = collections.namedtuple("RawEvent", abi.flat_names(abi.Event))  # type
 _HDR = abi.unpacker(abi.Hdr)
 EVENT_SIZE = _EVENT.size
 
-_OPS = {abi.Op.CONNECT: EVENT_NAMES["connect"], abi.Op.SENDMSG: EVENT_NAMES["sendmsg"],
-        abi.Op.SOCK_CREATE: EVENT_NAMES["sock_create"]}
+_OPS = {
+    abi.Op.CONNECT: EVENT_NAMES["connect"],
+    abi.Op.SENDMSG: EVENT_NAMES["sendmsg"],
+    abi.Op.SOCK_CREATE: EVENT_NAMES["sock_create"],
+}
 _ACTIONS = {a.value: a.name.lower() for a in abi.Action}
 _MODES = {m.value: m.name.lower() for m in abi.Mode}
 _REASONS = {r.value: r.name.lower() for r in abi.Reason}
@@ -61,8 +64,12 @@ def dst_ip(family: int, flags: int, daddr: bytes) -> str:
 class Decoder:
     """Turns raw ring records into Records; keeps counts of what it could not decode."""
 
-    def __init__(self, rule_name: Callable[[int], str | None], policy_name: Callable[[int], str],
-                 host_name: str = "") -> None:
+    def __init__(
+        self,
+        rule_name: Callable[[int], str | None],
+        policy_name: Callable[[int], str],
+        host_name: str = "",
+    ) -> None:
         self.rule_name = rule_name
         self.policy_name = policy_name
         self.host_name = host_name

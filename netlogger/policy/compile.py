@@ -115,8 +115,13 @@ def _cidr_entries(
         ]
         covering.sort(key=lambda item: -item[0])  # most specific first
         if len(covering) > abi.MAX_PORT_RULES:
-            problems.append((where, f"{net} collects {len(covering)} port rules from the rules "
-                                    f"that contain it; at most {abi.MAX_PORT_RULES} fit"))
+            problems.append(
+                (
+                    where,
+                    f"{net} collects {len(covering)} port rules from the rules "
+                    f"that contain it; at most {abi.MAX_PORT_RULES} fit",
+                )
+            )
             continue
         family, addr = _family_and_bytes(net.network_address)
         key = abi.CidrKey(40 + net.prefixlen, policy_id, family, (abi.u8 * 16)(*addr))
@@ -147,8 +152,13 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
             problems.append((at, "give exactly one of cidr or domain"))
             continue
         if rule.domain is not None:
-            problems.append(((*at, "domain"), "domain rules need DNS-answer tracking, which this "
-                                              "version does not have yet; use a cidr rule"))
+            problems.append(
+                (
+                    (*at, "domain"),
+                    "domain rules need DNS-answer tracking, which this "
+                    "version does not have yet; use a cidr rule",
+                )
+            )
             continue
         rule_id = stable_id(name, "allow", rule.name or f"{rule.cidr}|{rule.ports}|{rule.proto}")
         if rule_id in out.rules:
@@ -165,8 +175,9 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
             problems.append(((*at, "ports"), str(exc)))
             continue
         out.rules[rule_id] = RuleInfo(rule_id, name, _rule_name(name, i, rule))
-        port_rules += [(net, abi.PortRule(lo, hi, _PROTOS[rule.proto], rule_id=rule_id))
-                       for lo, hi in ranges]
+        port_rules += [
+            (net, abi.PortRule(lo, hi, _PROTOS[rule.proto], rule_id=rule_id)) for lo, hi in ranges
+        ]
 
     entries, closure_problems = _cidr_entries(compiled.id, port_rules, (*where, "allow"))
     compiled.cidrs = entries
@@ -197,6 +208,8 @@ def compile_policies(policies: dict[str, Policy]) -> tuple[PolicySet, list[Locat
         problems += _compile_one(name, policy, out)
         policy_id = out.policies[name].id
         if policy_id in seen:
-            problems.append((("policies", name), f"name hashes like {seen[policy_id]!r}; rename it"))
+            problems.append(
+                (("policies", name), f"name hashes like {seen[policy_id]!r}; rename it")
+            )
         seen[policy_id] = name
     return out, problems

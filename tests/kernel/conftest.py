@@ -7,9 +7,6 @@ it is removed on the way out, pass or fail.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -27,6 +24,7 @@ from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.record import Record
 from netlogger.policy.compile import PolicySet
+from netlogger.workload import Workload
 
 POLICY = """
 policies:
@@ -80,7 +78,9 @@ def settings() -> loader.Settings:
 
 
 @pytest.fixture
-def plane(pin_root: Path, scope: cgroup.Cgroup, settings: loader.Settings) -> Iterator[loader.Plane]:
+def plane(
+    pin_root: Path, scope: cgroup.Cgroup, settings: loader.Settings
+) -> Iterator[loader.Plane]:
     with loader.loaded(pin_root, scope, settings) as p:
         yield p
 
@@ -92,36 +92,12 @@ def enforcer(plane: loader.Plane, policies: PolicySet) -> Enforcer:
     return enforcer
 
 
-class Workload:
-    """A child process in the test's network namespace, moved into a cgroup."""
-
-    def __init__(self, net: sandbox.Net, cg: cgroup.Cgroup) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.kernel.workload", net.workload_ns],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            cwd=Path(__file__).parents[2],
-        )
-        assert self.proc.stdout is not None
-        self.pid: int = json.loads(self.proc.stdout.readline())["pid"]
-        (cg.path / "cgroup.procs").write_text(str(self.pid))
-
-    def __call__(self, op: str, **args: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())["result"]
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.communicate()
-
-
 @pytest.fixture
 def spawn(net: sandbox.Net) -> Iterator[Any]:
     made: list[Workload] = []
 
     def make(cg: cgroup.Cgroup) -> Workload:
-        made.append(Workload(net, cg))
+        made.append(Workload(net.workload_ns, cg.path))
         return made[-1]
 
     yield make

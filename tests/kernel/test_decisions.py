@@ -32,11 +32,20 @@ def test_allowed_tcp_connect4(enrolled, spawn, read) -> None:
     assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == EINPROGRESS
     rec = only(read())
     assert (rec.event_name, rec.action, rec.mode, rec.reason) == (
-        "ebpf.egress.connect", "allowed", "enforce", "rule")
+        "ebpf.egress.connect",
+        "allowed",
+        "enforce",
+        "rule",
+    )
     assert (rec.dst_ip, rec.dst_port, rec.rule) == ("198.18.0.2", "443", "lab-tcp")
     assert (rec.l4_proto, rec.l4_proto_code) == ("stream", 1)
     assert (rec.ipv6, rec.ipv4_mapped, rec.nat64, rec.no_dst, rec.would_deny) == (
-        False, False, False, False, False)
+        False,
+        False,
+        False,
+        False,
+        False,
+    )
     assert rec.identity != "0" and rec.sock_cookie > 0 and rec.seq == 0
     check_common(rec, w, cg)
 
@@ -47,7 +56,11 @@ def test_allowed_connect_completes_a_handshake(enrolled, spawn, read, net) -> No
     assert w("connect_established", addr=net.local4, port=8000) == 0
     rec = only(read())
     assert (rec.action, rec.dst_ip, rec.dst_port, rec.rule) == (
-        "allowed", net.local4, "8000", "lab-tcp")
+        "allowed",
+        net.local4,
+        "8000",
+        "lab-tcp",
+    )
 
 
 def test_denied_tcp_connect4(enrolled, spawn, read) -> None:
@@ -56,7 +69,12 @@ def test_denied_tcp_connect4(enrolled, spawn, read) -> None:
     assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
     rec = only(read())
     assert (rec.event_name, rec.action, rec.reason, rec.rule, rec.identity) == (
-        "ebpf.egress.connect", "denied", "default_deny", None, "0")
+        "ebpf.egress.connect",
+        "denied",
+        "default_deny",
+        None,
+        "0",
+    )
     assert (rec.dst_ip, rec.dst_port, rec.l4_proto) == ("198.18.0.2", "22", "stream")
     check_common(rec, w, cg)
 
@@ -72,8 +90,10 @@ def test_protocol_is_part_of_the_rule(enrolled, spawn, read) -> None:
 
 def test_port_range_bounds(enrolled, spawn, read) -> None:
     w = spawn(enrolled("a"))
-    results = [w("connect", family=4, type="tcp", addr="198.18.0.2", port=p)
-               for p in (7999, 8000, 8100, 8101)]
+    results = [
+        w("connect", family=4, type="tcp", addr="198.18.0.2", port=p)
+        for p in (7999, 8000, 8100, 8101)
+    ]
     assert results == [EPERM, EINPROGRESS, EINPROGRESS, EPERM]
     assert [r.action for r in read()] == ["denied", "allowed", "allowed", "denied"]
 
@@ -84,7 +104,10 @@ def test_denied_sendto4(enrolled, spawn, read) -> None:
     assert w("sendto", family=4, addr="198.18.0.2", port=6000) == EPERM
     rec = only(read())
     assert (rec.event_name, rec.action, rec.reason) == (
-        "ebpf.egress.sendmsg", "denied", "default_deny")
+        "ebpf.egress.sendmsg",
+        "denied",
+        "default_deny",
+    )
     assert (rec.dst_ip, rec.dst_port, rec.l4_proto) == ("198.18.0.2", "6000", "dgram")
     check_common(rec, w, cg)
 
@@ -103,9 +126,17 @@ def test_connect6_native(enrolled, spawn, read, net) -> None:
     assert w("connect", family=6, type="tcp", addr=net.peer6, port=444) == EPERM
     allowed, denied = read()
     assert (allowed.action, allowed.rule, allowed.dst_ip, allowed.ipv6) == (
-        "allowed", "lab6", net.peer6, True)
+        "allowed",
+        "lab6",
+        net.peer6,
+        True,
+    )
     assert (denied.action, denied.reason, denied.dst_ip, denied.dst_port) == (
-        "denied", "default_deny", net.peer6, "444")
+        "denied",
+        "default_deny",
+        net.peer6,
+        "444",
+    )
     assert not denied.ipv4_mapped and not denied.nat64
     check_common(denied, w, cg)
 
@@ -115,7 +146,11 @@ def test_sendto6_native_denied(enrolled, spawn, read, net) -> None:
     assert w("sendto", family=6, addr=net.peer6, port=9999) == EPERM
     rec = only(read())
     assert (rec.event_name, rec.action, rec.dst_ip, rec.ipv6) == (
-        "ebpf.egress.sendmsg", "denied", net.peer6, True)
+        "ebpf.egress.sendmsg",
+        "denied",
+        net.peer6,
+        True,
+    )
 
 
 def test_ipv4_rules_do_not_leak_through_ipv6_any(enrolled, spawn, read) -> None:
@@ -133,7 +168,11 @@ def test_ipv4_mapped_forms_are_decided_as_ipv4(enrolled, spawn, read) -> None:
     denied_connect, denied_send, allowed = read()
     for rec in (denied_connect, denied_send):
         assert (rec.action, rec.dst_ip, rec.ipv6, rec.ipv4_mapped) == (
-            "denied", "198.18.0.2", True, True)
+            "denied",
+            "198.18.0.2",
+            True,
+            True,
+        )
     assert denied_send.event_name == "ebpf.egress.sendmsg"
     assert (allowed.action, allowed.rule, allowed.dst_ip) == ("allowed", "lab-tcp", "198.18.0.2")
 
@@ -144,7 +183,11 @@ def test_nat64_form_is_decided_as_ipv4(enrolled, spawn, read) -> None:
     assert w("connect", family=6, type="tcp", addr="64:ff9b::c612:2", port=443) == EINPROGRESS
     denied, allowed = read()
     assert (denied.action, denied.nat64, denied.dst_ip, denied.ipv4_mapped) == (
-        "denied", True, "64:ff9b::c612:2", False)
+        "denied",
+        True,
+        "64:ff9b::c612:2",
+        False,
+    )
     assert (allowed.action, allowed.rule) == ("allowed", "lab-tcp")
 
 
@@ -156,7 +199,10 @@ def test_raw_socket_denied(enrolled, spawn, read) -> None:
     v4, v6 = read()
     for rec in (v4, v6):
         assert (rec.event_name, rec.action, rec.reason) == (
-            "ebpf.egress.sock_create", "denied", "raw_socket")
+            "ebpf.egress.sock_create",
+            "denied",
+            "raw_socket",
+        )
         assert (rec.no_dst, rec.dst_ip, rec.dst_port, rec.l4_proto) == (True, None, None, "raw")
         check_common(rec, w, cg)
     assert (v4.ipv6, v6.ipv6) == (False, True)
@@ -181,7 +227,10 @@ def test_dns_only_to_the_policy_resolvers(enrolled, spawn, read) -> None:
     assert (ok.action, ok.reason, ok.rule) == ("allowed", "resolver", "default.dns.resolvers[0]")
     assert (bad_udp.action, bad_udp.reason) == ("denied", "resolver_not_allowed")
     assert (bad_dot.action, bad_dot.reason, bad_dot.dst_port) == (
-        "denied", "resolver_not_allowed", "853")
+        "denied",
+        "resolver_not_allowed",
+        "853",
+    )
 
 
 def test_loopback_passes_unrecorded_unless_asked(enrolled, spawn, read) -> None:
@@ -192,7 +241,11 @@ def test_loopback_passes_unrecorded_unless_asked(enrolled, spawn, read) -> None:
     assert loud("connect", family=4, type="udp", addr="127.0.0.1", port=9) == 0
     rec = only(read())
     assert (rec.action, rec.reason, rec.policy, rec.dst_ip) == (
-        "allowed", "loopback", "pinger", "127.0.0.1")
+        "allowed",
+        "loopback",
+        "pinger",
+        "127.0.0.1",
+    )
 
 
 def test_root_is_enforced_like_anyone(enrolled, spawn, read) -> None:
@@ -230,9 +283,17 @@ def test_audit_allows_and_records_would_deny(enrolled, spawn, read) -> None:
     assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == EINPROGRESS
     would, fine = read()
     assert (would.action, would.mode, would.would_deny, would.reason) == (
-        "allowed", "audit", True, "default_deny")
+        "allowed",
+        "audit",
+        True,
+        "default_deny",
+    )
     assert (fine.action, fine.mode, fine.would_deny, fine.rule) == (
-        "allowed", "audit", False, "watch-https")
+        "allowed",
+        "audit",
+        False,
+        "watch-https",
+    )
 
 
 def test_enroll_mode_overrides_policy_mode(enrolled, spawn, read) -> None:

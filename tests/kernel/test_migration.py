@@ -75,8 +75,9 @@ def test_smaller_old_value_is_migrated(pin_root, scope, enrolled, plane):
 
     path = pin_root / "maps" / "nl_levels"
     path.unlink()
-    fd = libbpf.call(libbpf.bpf_map_create, "create", BPF_MAP_TYPE_ARRAY, b"nl_levels", 4, 4, 1,
-                     None)
+    fd = libbpf.call(
+        libbpf.bpf_map_create, "create", BPF_MAP_TYPE_ARRAY, b"nl_levels", 4, 4, 1, None
+    )
     try:
         BpfMap("old", fd, ctypes.c_uint32, ctypes.c_uint32).update(0, mask)
         libbpf.call(libbpf.bpf_obj_pin, "pin", fd, bytes(path))

@@ -23,9 +23,18 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
     policy_file.write_text(POLICY)
     with sandbox.cgroup(scope, "a") as cg:
         holder = subprocess.Popen(
-            [sys.executable, "-m", "tests.kernel.hold_plane",
-             str(pin_root), str(scope.path), str(cg.path), str(policy_file)],
-            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+            [
+                sys.executable,
+                "-m",
+                "tests.kernel.hold_plane",
+                str(pin_root),
+                str(scope.path),
+                str(cg.path),
+                str(policy_file),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[2],
         )
         assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
         w = spawn(cg)
@@ -38,8 +47,11 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
 
         # While a new loader swaps its programs in, a workload keeps trying: none may pass.
         during: dict[str, int] = {}
-        hammer = threading.Thread(target=lambda: during.update(
-            w("flood", family=4, addr="198.18.0.2", port=6000, count=30_000)))
+        hammer = threading.Thread(
+            target=lambda: during.update(
+                w("flood", family=4, addr="198.18.0.2", port=6000, count=30_000)
+            )
+        )
         hammer.start()
         with loader.loaded(pin_root, scope) as plane:
             hammer.join()
@@ -73,7 +85,8 @@ def test_pinned_links_on_another_scope_are_refused(pin_root, scope, plane) -> No
     from netlogger.errors import StateError
 
     plane.close()
-    with sandbox.cgroup(scope, "other") as other, pytest.raises(
-        StateError, match="is attached to cgroup id"
+    with (
+        sandbox.cgroup(scope, "other") as other,
+        pytest.raises(StateError, match="is attached to cgroup id"),
     ):
         loader.load(pin_root, other)

@@ -48,7 +48,10 @@ def test_unpacker_has_no_implicit_padding() -> None:
 
 def test_constants_match_header() -> None:
     header = (OBJECT.parents[2] / "bpf" / "netlogger.h").read_text()
-    for name, value in [("NL_ABI_VERSION", abi.ABI_VERSION), ("NL_COMM_LEN", abi.COMM_LEN),
-                        ("NL_MAX_LEVELS", abi.MAX_LEVELS),
-                        ("NL_MAX_PORT_RULES", abi.MAX_PORT_RULES)]:
+    for name, value in [
+        ("NL_ABI_VERSION", abi.ABI_VERSION),
+        ("NL_COMM_LEN", abi.COMM_LEN),
+        ("NL_MAX_LEVELS", abi.MAX_LEVELS),
+        ("NL_MAX_PORT_RULES", abi.MAX_PORT_RULES),
+    ]:
         assert f"#define {name} {value}" in header

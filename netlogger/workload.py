@@ -1,8 +1,9 @@
-"""The workload a kernel test enrolls: a child process that makes real syscalls.
+"""A workload to enroll: a child process that makes real syscalls on request.
 
-It joins the test's network namespace, names itself `nl-workload`, and then
-answers one JSON command per line on stdin with one JSON reply on stdout.
-The test moves it into a cgroup by pid. Kept to the standard library so its
+`netlogger demo` and the kernel tests drive it. The child joins a network
+namespace, names itself `nl-workload`, and answers one JSON command per line
+on stdin with one JSON reply on stdout; the parent (`Workload`) moves it into
+a cgroup by pid. The child side uses the standard library only, so its
 syscalls are the only ones under test.
 """
 
@@ -13,7 +14,9 @@ import errno
 import json
 import os
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 COMM = b"nl-workload"
@@ -42,8 +45,10 @@ def sendto(family: int, addr: str, port: int) -> int:
 
 
 def open_socket(family: int, kind: str) -> int:
-    proto = {"raw": socket.IPPROTO_RAW if family == 4 else socket.IPPROTO_ICMPV6,
-             "ping": socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6}[kind]
+    proto = {
+        "raw": socket.IPPROTO_RAW if family == 4 else socket.IPPROTO_ICMPV6,
+        "ping": socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6,
+    }[kind]
     type_ = socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM
 
     def make() -> None:
@@ -114,6 +119,38 @@ def main() -> None:
         except OSError as exc:
             result = {"oserror": exc.errno or errno.EIO}
         print(json.dumps({"result": result}), flush=True)
+
+
+class Workload:
+    """Parent side: start the child in `netns`, move it into `cgroup_dir`, send it commands."""
+
+    def __init__(self, netns_name: str, cgroup_dir: Path | None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "netlogger.workload", netns_name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.pid: int = json.loads(self.proc.stdout.readline())["pid"]
+        if cgroup_dir is not None:
+            (cgroup_dir / "cgroup.procs").write_text(str(self.pid))
+
+    def __call__(self, op: str, **args: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["result"]
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.communicate()
+
+    def __enter__(self) -> Workload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 if __name__ == "__main__":

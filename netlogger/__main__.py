@@ -1,0 +1,3 @@
+from netlogger.cli import main
+
+main()

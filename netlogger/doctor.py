@@ -1,0 +1,119 @@
+"""Can netlogger run here? Each check says ok, warn or fail, and why.
+
+The decisive check is a trial: load every program and attach it to a
+throwaway cgroup (never the root), then remove it all again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from netlogger import privileges, sandbox
+from netlogger.errors import NetloggerError
+from netlogger.kernel import cgroup, features, libbpf, loader, mounts
+
+AF_PACKET_NOTE = (
+    "cgroup/sock_create runs only for inet sockets: AF_PACKET sockets are out of its "
+    "reach, so an enrolled workload holding CAP_NET_RAW can bypass enforcement; "
+    "drop CAP_NET_RAW from enrolled containers"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok / warn / fail
+    detail: str
+
+
+def _libbpf_version() -> str:
+    major = getattr(libbpf._lib, "libbpf_major_version", None)
+    minor = getattr(libbpf._lib, "libbpf_minor_version", None)
+    if major is None or minor is None:
+        return "libbpf.so.1 (version unknown)"
+    major.restype = minor.restype = ctypes.c_uint32
+    return f"libbpf {major()}.{minor()}"
+
+
+def _privileges() -> Check:
+    lacking = privileges.missing()
+    if lacking:
+        return Check("privileges", "fail", f"missing {', '.join(lacking)}; run as root")
+    return Check("privileges", "ok", "CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN")
+
+
+def _cgroup2() -> Check:
+    try:
+        mount = cgroup.find_mount()
+    except NetloggerError as exc:
+        return Check("cgroup2", "fail", str(exc))
+    return Check("cgroup2", "ok", f"mounted at {mount.path}")
+
+
+def _bpffs() -> Check:
+    if any(m.path == Path("/sys/fs/bpf") for m in mounts.of_type("bpf")):
+        return Check("bpffs", "ok", "mounted at /sys/fs/bpf")
+    return Check("bpffs", "warn", "not mounted at /sys/fs/bpf; the agent mounts it on start")
+
+
+def _btf() -> Check:
+    if Path("/sys/kernel/btf/vmlinux").exists():
+        return Check("kernel BTF", "ok", "/sys/kernel/btf/vmlinux (not required)")
+    return Check("kernel BTF", "ok", "absent; not required: the programs read UAPI fields only")
+
+
+def _features() -> list[Check]:
+    try:
+        results = features.probe_all()
+    except NetloggerError as exc:
+        return [Check("features", "fail", str(exc))]
+    missing = [r.feature for r in results if not r.present]
+    checks = [
+        Check(f"feature: {f.name}", "fail", f"missing (mainline since about Linux {f.since})")
+        for f in missing
+    ]
+    if not missing:
+        checks.append(Check("features", "ok", f"all {len(results)} probes present"))
+    return checks
+
+
+def _trial() -> Check:
+    try:
+        with sandbox.cgroup(cgroup.root(), f"netlogger-doctor-{uuid.uuid4().hex[:8]}") as cg:
+            programs = loader.trial(cg)
+    except (NetloggerError, OSError) as exc:
+        return Check("trial load", "fail", f"{type(exc).__name__}: {exc}")
+    return Check(
+        "trial load", "ok", f"loaded and attached {len(programs)} programs to a test cgroup"
+    )
+
+
+def _stats() -> Check:
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    on = path.exists() and path.read_text().strip() == "1"
+    return Check(
+        "program run stats", "ok", "on" if on else "off; the agent turns them on while it runs"
+    )
+
+
+def run_checks() -> list[Check]:
+    checks = [
+        Check("kernel", "ok", f"Linux {platform.release()} {platform.machine()}"),
+        Check("libbpf", "ok", _libbpf_version()),
+        _privileges(),
+        _cgroup2(),
+        _bpffs(),
+        _btf(),
+        *_features(),
+    ]
+    if os.geteuid() == 0 or not privileges.missing():
+        checks.append(_trial())
+    else:
+        checks.append(Check("trial load", "fail", "skipped: needs the privileges above"))
+    checks += [_stats(), Check("AF_PACKET", "warn", AF_PACKET_NOTE)]
+    return checks

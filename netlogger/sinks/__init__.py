@@ -1,0 +1,1 @@
+"""Where records go: each sink takes batches and owns nothing upstream."""

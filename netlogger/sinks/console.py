@@ -1,0 +1,77 @@
+"""One readable line per decision, colored on a terminal; denies stand out."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from netlogger.pipeline.record import Record
+
+RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
+RED, GREEN, YELLOW, MAGENTA, CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[35m", "\033[36m"
+_LABELS = {
+    "allowed": ("ALLOW", GREEN),
+    "denied": ("DENY", BOLD + RED),
+    "bypassed": ("BYPASS", BOLD + YELLOW),
+}
+_OPS = {
+    "ebpf.egress.connect": "connect",
+    "ebpf.egress.sendmsg": "sendmsg",
+    "ebpf.egress.sock_create": "socket",
+    "ebpf.egress.gap": "gap",
+}
+
+
+def _destination(rec: Record) -> str:
+    if rec.no_dst:
+        return f"{rec.l4_proto} socket"
+    host = f"[{rec.dst_ip}]" if rec.dst_ip and ":" in rec.dst_ip else rec.dst_ip
+    name = f" ({rec.dst_host})" if rec.dst_host else ""
+    return f"{host}:{rec.dst_port}{name}"
+
+
+def format_record(rec: Record, color: bool) -> str:
+    label, tint = _LABELS.get(rec.action, (rec.action.upper(), ""))
+    if rec.would_deny and rec.action != "denied":
+        label, tint = label + "*", MAGENTA if rec.action == "allowed" else tint
+    who = "/".join(p for p in (rec.agent, rec.project) if p) or f"cgroup {rec.cgroup_id}"
+    why = rec.reason + (f" {rec.rule}" if rec.rule else "")
+    if rec.would_deny:
+        why += " (would deny)"
+    clock = rec.ts[11:23]
+    parts = [
+        clock,
+        f"{label:<7}",
+        f"{_OPS.get(rec.event_name, rec.event_name):<8}",
+        who,
+        f"{rec.comm}[{rec.pid}]",
+        _destination(rec),
+        why,
+    ]
+    if not color:
+        return "  ".join(parts)
+    parts[0] = DIM + parts[0] + RESET
+    parts[1] = tint + parts[1] + RESET
+    parts[3] = CYAN + parts[3] + RESET
+    parts[6] = (tint if rec.action != "allowed" else DIM) + parts[6] + RESET
+    return "  ".join(parts)
+
+
+class ConsoleSink:
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.color = self.stream.isatty() if color is None else color
+
+    def export(self, batch: Sequence[Record]) -> None:
+        if batch:
+            self.stream.write("".join(format_record(r, self.color) + "\n" for r in batch))
+            self.stream.flush()
+
+    def force_flush(self, timeout: float = 5.0) -> None:
+        self.stream.flush()
+
+    def shutdown(self) -> None:
+        self.stream.flush()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up everything netlogger needs on a Debian/Ubuntu host, then run a job:
+#   sudo ./setup.sh demo      the sandboxed demo
+#   sudo ./setup.sh test      the whole test suite (kernel tests included)
+#   sudo ./setup.sh           setup only
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: setup.sh installs packages and loads BPF programs; run it with sudo" >&2
+  exit 1
+fi
+
+# Build: clang, llvm-strip, libbpf headers. Run: libbpf1, iproute2 (netns), procps (sysctl).
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev gcc iproute2 procps util-linux
+              python3-pip)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> installing netlogger (compiles bpf/ into the package)"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+job="${1:-}"
+shift || true
+case "$job" in
+  demo)
+    exec netlogger demo "$@"
+    ;;
+  test)
+    for extra in .ci/*-setup.sh; do
+      [ -e "$extra" ] || continue
+      echo "==> $extra"
+      # shellcheck source=/dev/null
+      source "$extra"
+    done
+    export CI="${CI:-1}"   # kernel tests must run here, never skip
+    exec python3 -m pytest "$@"
+    ;;
+  "")
+    echo "setup done"
+    ;;
+  *)
+    echo "error: unknown job '$job'; use: demo | test" >&2
+    exit 2
+    ;;
+esac
