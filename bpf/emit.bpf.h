@@ -12,6 +12,9 @@
 
 const volatile struct nl_config nl_cfg = {};
 
+/* Ring bytes one record takes: its 8-byte header and the record, 8-aligned. */
+#define NL_RECORD_SPAN ((sizeof(struct nl_event) + 8 + 7) & ~7UL)
+
 /* The destination as the workload asked for it, and the form policy matches. */
 struct nl_dst {
 	__u32 asked[4];	 /* as passed to connect/sendmsg, network order */
@@ -131,7 +134,13 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	e->flags = v->flags | dst->flags;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	/* A wakeup is an IPI: it costs several times the record (3 us measured in
+	 * a VM). Wake the agent only when this record makes the waiting data cross
+	 * the threshold; the agent polls on a short timeout for everything else. */
+	__u64 waiting = bpf_ringbuf_query(&nl_events, BPF_RB_AVAIL_DATA);
+	__u64 crossing = waiting >= nl_cfg.wakeup_bytes &&
+			 waiting - NL_RECORD_SPAN < nl_cfg.wakeup_bytes;
+	bpf_ringbuf_submit(e, crossing ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 #endif /* NETLOGGER_EMIT_BPF_H */

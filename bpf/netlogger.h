@@ -197,6 +197,7 @@ struct nl_meta {
 struct nl_config {
 	__u64 allow_interval_ns;  /* 1e9 / allowed records per second per cgroup; 0 = no limit */
 	__u64 allow_tolerance_ns; /* (burst - 1) * allow_interval_ns */
+	__u64 wakeup_bytes;	  /* wake the agent once this much is waiting in the ring */
 };
 
 #endif /* NETLOGGER_H */

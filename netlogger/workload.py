@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ def flood(family: int, addr: str, port: int, count: int) -> dict[str, Any]:
     return results
 
 
+def time_connects(family: int, addr: str, port: int, count: int) -> float:
+    """Nanoseconds per UDP connect over `count` connects on one socket (for bench/)."""
+    with socket.socket(_FAMILIES[family], socket.SOCK_DGRAM) as s:
+        target = (addr, port)
+        start = time.perf_counter_ns()
+        for _ in range(count):
+            s.connect(target)
+        return (time.perf_counter_ns() - start) / count
+
+
 def join_cgroup(path: str) -> int:
     """Move this process into `path`, as a workload escaping into a child cgroup would."""
     os.makedirs(path, exist_ok=True)
@@ -97,6 +108,7 @@ COMMANDS = {
     "sendto": sendto,
     "socket": open_socket,
     "flood": flood,
+    "time_connects": time_connects,
     "join_cgroup": join_cgroup,
     "listen": listen,
     "connect_established": connect_established,

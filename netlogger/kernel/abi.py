@@ -176,7 +176,7 @@ class Meta(ctypes.Structure):
 
 
 class Config(ctypes.Structure):
-    _fields_ = [("allow_interval_ns", u64), ("allow_tolerance_ns", u64)]
+    _fields_ = [("allow_interval_ns", u64), ("allow_tolerance_ns", u64), ("wakeup_bytes", u64)]
 
 
 # C struct name -> mirror, for the ABI check.

@@ -50,6 +50,7 @@ HELPERS = [
     (125, "ktime_get_boot_ns", "5.8"),
     (131, "ringbuf_reserve", "5.8"),
     (132, "ringbuf_submit", "5.8"),
+    (134, "ringbuf_query", "5.8"),
 ]
 
 FEATURES: list[Feature] = [

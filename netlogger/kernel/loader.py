@@ -71,6 +71,7 @@ class Settings:
     ring_bytes: int = 8 << 20
     allowed_per_sec: int = 1000  # allowed records per enrolled cgroup; 0 = no limit
     allowed_burst: int = 2000
+    wakeup_bytes: int = 64 << 10  # ring bytes waiting before the kernel wakes the reader
 
     def __post_init__(self) -> None:
         size = self.ring_bytes
@@ -80,10 +81,11 @@ class Settings:
             raise UsageError("allowed_per_sec must be >= 0 and allowed_burst >= 1")
 
     def config(self) -> abi.Config:
+        wakeup = min(self.wakeup_bytes, self.ring_bytes // 2)
         if not self.allowed_per_sec:
-            return abi.Config(0, 0)
+            return abi.Config(0, 0, wakeup)
         interval = 1_000_000_000 // self.allowed_per_sec
-        return abi.Config(interval, (self.allowed_burst - 1) * interval)
+        return abi.Config(interval, (self.allowed_burst - 1) * interval, wakeup)
 
 
 @dataclass

@@ -13,6 +13,7 @@ with BUSY (not yet committed) and DISCARD bits, u32 page offset.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import select
 import struct
@@ -21,8 +22,10 @@ BUSY = 1 << 31
 DISCARD = 1 << 30
 HEADER = 8
 
-_u64 = struct.Struct("=Q")
-_u32 = struct.Struct("=I")
+# Native formats ("Q", not "=Q") read a field with one aligned load, where
+# standard-size formats go byte by byte and could see a position half-updated.
+_u64 = struct.Struct("Q")
+_u32 = struct.Struct("I")
 
 
 class RingReader:
@@ -34,6 +37,9 @@ class RingReader:
         page = mmap.PAGESIZE
         self._page = page
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # One 8-byte store per update. struct.pack_into zero-fills before it writes, and a
+        # consumer position of 0, even for an instant, tells producers the ring is full.
+        self._consumer_pos = ctypes.c_uint64.from_buffer(self._consumer)
         self._data = mmap.mmap(
             map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
@@ -41,7 +47,7 @@ class RingReader:
         self._epoll.register(map_fd, select.EPOLLIN)
 
     def _positions(self) -> tuple[int, int]:
-        return _u64.unpack_from(self._consumer, 0)[0], _u64.unpack_from(self._data, 0)[0]
+        return self._consumer_pos.value, _u64.unpack_from(self._data, 0)[0]
 
     def pending_bytes(self) -> int:
         cons, prod = self._positions()
@@ -62,7 +68,7 @@ class RingReader:
                 append(data[off + HEADER : off + HEADER + length])
             length &= ~DISCARD
             cons += (length + HEADER + 7) & ~7
-        _u64.pack_into(self._consumer, 0, cons)
+        self._consumer_pos.value = cons
         return out
 
     def wait(self, timeout: float) -> bool:
@@ -72,6 +78,7 @@ class RingReader:
         return bool(self._epoll.poll(timeout))
 
     def close(self) -> None:
+        del self._consumer_pos  # releases its export of the mapping, so it can close
         self._epoll.close()
         self._consumer.close()
         self._data.close()
