@@ -39,6 +39,7 @@ class ServiceState:
     health: str | None  # healthy / unhealthy / starting / None (no healthcheck)
     exit_code: int | None
     ports: tuple[str, ...]
+    started_at: str = ""  # engine timestamp; tells a re-run from the previous run
 
     @property
     def ready(self) -> bool:
@@ -246,6 +247,7 @@ class _Running:
 def _state(service: str, container: Container | None) -> ServiceState:
     if container is None:
         return ServiceState(service, None, "missing", None, None, ())
+    started = f"{container.id}@{state_started(container)}"
     state = container.attrs.get("State", {})
     health = (state.get("Health") or {}).get("Status")
     status = state.get("Status", "unknown")
@@ -258,7 +260,11 @@ def _state(service: str, container: Container | None) -> ServiceState:
             for e in entries or []
         )
     )
-    return ServiceState(service, container.name, status, health, exit_code, ports)
+    return ServiceState(service, container.name, status, health, exit_code, ports, started)
+
+
+def state_started(container: Container) -> str:
+    return str(container.attrs.get("State", {}).get("StartedAt", ""))
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -270,20 +276,24 @@ def wait_ready(
     running: _Running,
     deadline: float,
     report: Callable[[ServiceState], None],
+    before: dict[str, str],
     interval: float = 1.0,
 ) -> dict[str, ServiceState]:
     """Poll until compose has exited and every service is ready, something failed, or time is up.
 
-    Each service is reported once, the first time it is seen ready or failed.
+    Each service is reported once, the first time it is seen ready or failed *in this run*:
+    while compose still works, a container that has not been (re)started since `before` shows
+    the previous run's result (an old bootstrap exit 0) and is not reported yet.
     """
     seen: set[str] = set()
     while True:
         states = stack.states()
+        code = running.poll()
         for service, st in states.items():
-            if service not in seen and (st.ready or st.failed):
+            fresh = code is not None or st.started_at != before.get(service, "")
+            if service not in seen and fresh and (st.ready or st.failed):
                 seen.add(service)
                 report(st)
-        code = running.poll()
         if code is not None and (code != 0 or all(s.ready for s in states.values())):
             return states
         if time.monotonic() >= deadline:

@@ -51,8 +51,9 @@ def _start(stack: Stack, timeout: float, echo: Echo) -> dict[str, ServiceState]:
         else:
             echo(f"  {state.service}: FAILED ({state.state}, exit {state.exit_code})")
 
+    before = {name: st.started_at for name, st in stack.states().items()}
     with stack.compose_background("up", "-d", "--remove-orphans") as running:
-        states = wait_ready(stack, running, deadline, report)
+        states = wait_ready(stack, running, deadline, report, before)
         code = running.poll()
         output = running.text()
     _raise_for(stack, states, code, output, timeout)
@@ -71,7 +72,7 @@ def _raise_for(
     boot = states[svc.BOOTSTRAP]
     if boot.failed:
         raise BootstrapError(
-            f"{boot.container} exited {boot.exit_code}; the collector was not started. "
+            f"{boot.container} exited {boot.exit_code}; the collector was not (re)started. "
             f"Last lines:\n{stack.logs(svc.BOOTSTRAP, tail=15).rstrip()}\n"
             f"See `docker logs {boot.container}`; after fixing, run "
             "`monitor down --volumes && monitor up`"

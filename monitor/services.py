@@ -26,7 +26,8 @@ DASHBOARDS = "opensearch-dashboards"
 PROMETHEUS = "prometheus"
 BOOTSTRAP = "clawker-opensearch-bootstrap"
 LONG_LIVED = (OPENSEARCH, DASHBOARDS, PROMETHEUS, OTEL_COLLECTOR)
-ALL_SERVICES = (*LONG_LIVED, BOOTSTRAP)
+# Start order, which is also the order `status` lists them in.
+ALL_SERVICES = (OPENSEARCH, DASHBOARDS, PROMETHEUS, BOOTSTRAP, OTEL_COLLECTOR)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,6 @@ def _opensearch(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
         },
         # The SQL plugin's data-source master key lives outside compose.yaml (0600).
         "env_file": [paths.OPENSEARCH_ENV_FILE],
-        "ulimits": {"nofile": {"soft": 65536, "hard": 65536}},
         "volumes": ["opensearch-data:/usr/share/opensearch/data"],
         "ports": [_port(mon.opensearch_port, 9200)],
         "healthcheck": {
