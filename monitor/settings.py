@@ -170,10 +170,13 @@ def _check_ports(section: dict[str, Any], source: str, lines: _LineFinder) -> li
     problems = []
     for port, keys in owners.items():
         if len(keys) > 1:
-            line = lines.find(["monitoring", keys[-1]])
+            # Blame a key the file sets (a default cannot be "fixed" where it is written).
+            blamed = next((k for k in reversed(keys) if k in section), keys[-1])
+            others = [k for k in keys if k != blamed]
+            line = lines.find(["monitoring", blamed])
             problems.append(
-                f"{source}:{line}: monitoring.{keys[-1]}: port {port} is also used by "
-                f"{', '.join('monitoring.' + k for k in keys[:-1])}; every port must be distinct"
+                f"{source}:{line}: monitoring.{blamed}: port {port} is also used by "
+                f"{', '.join('monitoring.' + k for k in others)}; every port must be distinct"
             )
     return problems
 
