@@ -46,7 +46,8 @@ def environment(
         "OTEL_METRICS_INCLUDE_SESSION_ID": "true" if tele.include_session_id else "false",
     }
     # W3C baggage-style encoding: a comma or "=" in a name must not split the list.
-    attributes = [f"{k}={quote(v, safe='')}" for k, v in (("project", project), ("agent", agent)) if v]
+    pairs = (("project", project), ("agent", agent))
+    attributes = [f"{k}={quote(v, safe='')}" for k, v in pairs if v]
     if attributes:
         env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(attributes)
     return env

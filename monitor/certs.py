@@ -50,7 +50,7 @@ class CertPaths:
             self.client_key,
         )
 
-    def keys(self) -> tuple[Path, ...]:
+    def private_keys(self) -> tuple[Path, ...]:
         return (self.ca_key, self.server_key, self.client_key)
 
 

@@ -121,7 +121,8 @@ def _processors(log_specs: tuple[IndexSpec, ...]) -> dict[str, Any]:
                 {
                     "context": "datapoint",
                     "statements": [
-                        'set(attributes["kind"], attributes["type"]) where attributes["type"] != nil',
+                        'set(attributes["kind"], attributes["type"])'
+                        ' where attributes["type"] != nil',
                         'delete_key(attributes, "type")',
                     ],
                 }
@@ -135,9 +136,7 @@ def _processors(log_specs: tuple[IndexSpec, ...]) -> dict[str, Any]:
                 "log_statements": [
                     {
                         "context": "log",
-                        "statements": [
-                            f'set(attributes["ingest_source"], "{spec.ingest_source}")'
-                        ],
+                        "statements": [f'set(attributes["ingest_source"], "{spec.ingest_source}")'],
                     }
                 ],
             }
@@ -274,9 +273,7 @@ def _self_telemetry() -> dict[str, Any]:
             "readers": [
                 {
                     "pull": {
-                        "exporter": {
-                            "prometheus": {"host": "0.0.0.0", "port": SELF_METRICS_PORT}
-                        }
+                        "exporter": {"prometheus": {"host": "0.0.0.0", "port": SELF_METRICS_PORT}}
                     }
                 }
             ],

@@ -6,6 +6,7 @@ answers questions (which containers, which ports, healthy or not) without a subp
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ from monitor.settings import Monitoring
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,22 @@ class ServiceState:
 
 def engine() -> docker.DockerClient:
     """A client for $DOCKER_HOST (or the default socket) that has answered a ping."""
+    host = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        # Checked here because docker-py leaks its socket when the connect itself fails.
+        raise DockerUnavailableError(
+            f"cannot reach the Docker engine: no socket at {host}; start dockerd or set DOCKER_HOST"
+        )
     try:
         client = docker.from_env(timeout=30)
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailableError(
+            f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST"
+        ) from exc
+    try:
         client.ping()
     except docker.errors.DockerException as exc:
+        client.close()  # its connection pool would otherwise leak a socket
         raise DockerUnavailableError(
             f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST"
         ) from exc
@@ -163,9 +177,7 @@ class Stack:
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         cmd = [*self._base(), *args]
         try:
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, check=False
-            )
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise ComposeError(f"`{' '.join(cmd)}` did not finish in {timeout:.0f}s") from exc
         return done
@@ -198,7 +210,10 @@ class Stack:
         else:
             done = subprocess.run(
                 [*compose_command(), "-p", self.names.project, *args],
-                capture_output=True, text=True, timeout=600, check=False,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
             )
         if done.returncode != 0:
             raise ComposeError(f"docker compose down failed: {_tail(done.stdout + done.stderr)}")
@@ -216,9 +231,12 @@ class Stack:
     def _base(self) -> list[str]:
         return [
             *compose_command(),
-            "--project-directory", str(self.data_dir),
-            "-f", str(self.compose_file),
-            "-p", self.names.project,
+            "--project-directory",
+            str(self.data_dir),
+            "-f",
+            str(self.compose_file),
+            "-p",
+            self.names.project,
         ]
 
     def _sdk(self, call: Callable[[], Any]) -> Any:

@@ -79,8 +79,16 @@ def _saved_search(oid: str, title: str, index: str, columns: list[str], query: s
     }
 
 
-def _vis(oid: str, title: str, index: str, vis_type: str, params: dict, aggs: list[dict],
-         query: str = "", colors: dict[str, str] | None = None) -> dict[str, Any]:
+def _vis(
+    oid: str,
+    title: str,
+    index: str,
+    vis_type: str,
+    params: dict,
+    aggs: list[dict],
+    query: str = "",
+    colors: dict[str, str] | None = None,
+) -> dict[str, Any]:
     state = {"title": title, "type": vis_type, "params": params, "aggs": aggs}
     ui_state = {"vis": {"colors": colors}} if colors else {}
     return {
@@ -121,19 +129,23 @@ def _pie(oid: str, title: str, index: str, field: str, query: str = "") -> dict[
         "isDonut": True,
         "labels": {"show": True, "values": True, "last_level": True, "truncate": 100},
     }
-    return _vis(oid, title, index, "pie", params, [_count(), _terms(field)], query,
-                colors=VERDICT_COLORS)
+    return _vis(
+        oid, title, index, "pie", params, [_count(), _terms(field)], query, colors=VERDICT_COLORS
+    )
 
 
 def _table(oid: str, title: str, index: str, field: str, query: str = "") -> dict[str, Any]:
     params = {"perPage": 10, "showPartialRows": False, "showMetricsAtAllLevels": False}
-    return _vis(oid, title, index, "table", params, [_count(), _terms(field, "bucket", 20)],
-                query)
+    return _vis(oid, title, index, "table", params, [_count(), _terms(field, "bucket", 20)], query)
 
 
 def _metric(oid: str, title: str, index: str, query: str) -> dict[str, Any]:
-    params = {"addTooltip": True, "addLegend": False, "type": "metric",
-              "metric": {"colorSchema": "Green to Red", "style": {"fontSize": 48}}}
+    params = {
+        "addTooltip": True,
+        "addLegend": False,
+        "type": "metric",
+        "metric": {"colorSchema": "Green to Red", "style": {"fontSize": 48}},
+    }
     return _vis(oid, title, index, "metric", params, [_count()], query)
 
 
@@ -191,8 +203,9 @@ def _dashboard(oid: str, title: str, description: str, panels: list[dict]) -> di
             "timeTo": "now",
             "version": 1,
             "kibanaSavedObjectMeta": {
-                "searchSourceJSON": json.dumps({"query": {"query": "", "language": "kuery"},
-                                                "filter": []})
+                "searchSourceJSON": json.dumps(
+                    {"query": {"query": "", "language": "kuery"}, "filter": []}
+                )
             },
         },
         "references": references,
@@ -223,14 +236,27 @@ def cost_and_usage() -> list[dict[str, Any]]:
     kpis = [
         _ppl_metric("clawker-cc-sessions", "Sessions", "claude_code_session_count_total"),
         _ppl_metric("clawker-cc-cost", "Cost (USD)", "claude_code_cost_usage_USD_total"),
-        _ppl_metric("clawker-cc-tokens-input", "Input tokens",
-                    "claude_code_token_usage_tokens_total", by="kind"),
-        _ppl_metric("clawker-cc-cost-by-model", "Cost by model",
-                    "claude_code_cost_usage_USD_total", by="model"),
-        _ppl_metric("clawker-cc-lines", "Lines of code", "claude_code_lines_of_code_count_total",
-                    by="kind"),
-        _ppl_metric("clawker-cc-active-time", "Active time (s)",
-                    "claude_code_active_time_seconds_total", by="kind"),
+        _ppl_metric(
+            "clawker-cc-tokens-input",
+            "Input tokens",
+            "claude_code_token_usage_tokens_total",
+            by="kind",
+        ),
+        _ppl_metric(
+            "clawker-cc-cost-by-model",
+            "Cost by model",
+            "claude_code_cost_usage_USD_total",
+            by="model",
+        ),
+        _ppl_metric(
+            "clawker-cc-lines", "Lines of code", "claude_code_lines_of_code_count_total", by="kind"
+        ),
+        _ppl_metric(
+            "clawker-cc-active-time",
+            "Active time (s)",
+            "claude_code_active_time_seconds_total",
+            by="kind",
+        ),
     ]
     dash = _dashboard(
         "clawker-dashboard-cost-usage",
@@ -248,22 +274,52 @@ def activity() -> list[dict[str, Any]]:
     objects = [
         _metric("clawker-cc-prompts", "Prompts", idx, f'{ev}:"user_prompt"'),
         _pie("clawker-cc-events", "Events by type", idx, ev),
-        _table("clawker-cc-tools", "Tool calls", idx, "attributes.tool_name",
-               f'{ev}:"tool_result"'),
-        _pie("clawker-cc-edits", "Code editing tools", idx, "attributes.tool_name",
-             f'{ev}:"tool_result" and attributes.tool_name:(Edit or Write or MultiEdit '
-             "or NotebookEdit)"),
-        _pie("clawker-cc-permissions", "Permission decisions", idx, "attributes.decision",
-             f'{ev}:"tool_decision"'),
-        _table("clawker-cc-hooks", "Hooks", idx, "attributes.hook_name",
-               "attributes.hook_name:*"),
-        _table("clawker-cc-mcp", "MCP servers", idx, "attributes.mcp_server_name",
-               "attributes.mcp_server_name:*"),
-        _table("clawker-cc-plugins", "Plugins", idx, "attributes.plugin_name",
-               "attributes.plugin_name:*"),
-        _saved_search("clawker-cc-events-table", "Claude Code events", idx,
-                      ["attributes.event.name", "resource.agent", "resource.project",
-                       "attributes.tool_name", "attributes.decision", "attributes.session.id"]),
+        _table(
+            "clawker-cc-tools", "Tool calls", idx, "attributes.tool_name", f'{ev}:"tool_result"'
+        ),
+        _pie(
+            "clawker-cc-edits",
+            "Code editing tools",
+            idx,
+            "attributes.tool_name",
+            f'{ev}:"tool_result" and attributes.tool_name:(Edit or Write or MultiEdit '
+            "or NotebookEdit)",
+        ),
+        _pie(
+            "clawker-cc-permissions",
+            "Permission decisions",
+            idx,
+            "attributes.decision",
+            f'{ev}:"tool_decision"',
+        ),
+        _table("clawker-cc-hooks", "Hooks", idx, "attributes.hook_name", "attributes.hook_name:*"),
+        _table(
+            "clawker-cc-mcp",
+            "MCP servers",
+            idx,
+            "attributes.mcp_server_name",
+            "attributes.mcp_server_name:*",
+        ),
+        _table(
+            "clawker-cc-plugins",
+            "Plugins",
+            idx,
+            "attributes.plugin_name",
+            "attributes.plugin_name:*",
+        ),
+        _saved_search(
+            "clawker-cc-events-table",
+            "Claude Code events",
+            idx,
+            [
+                "attributes.event.name",
+                "resource.agent",
+                "resource.project",
+                "attributes.tool_name",
+                "attributes.decision",
+                "attributes.session.id",
+            ],
+        ),
     ]
     dash = _dashboard(
         "clawker-dashboard-activity",
@@ -277,30 +333,63 @@ def activity() -> list[dict[str, Any]]:
 
 # The eBPF stream's columns are netlogger's record keys (DESIGN.md section 3).
 EBPF_COLUMNS = [
-    "attributes.action", "attributes.reason", "attributes.agent", "attributes.project",
-    "attributes.container_id", "attributes.dst_host", "attributes.dst_ip",
-    "attributes.dst_port", "attributes.l4_proto", "attributes.comm", "attributes.mode",
+    "attributes.action",
+    "attributes.reason",
+    "attributes.agent",
+    "attributes.project",
+    "attributes.container_id",
+    "attributes.dst_host",
+    "attributes.dst_ip",
+    "attributes.dst_port",
+    "attributes.l4_proto",
+    "attributes.comm",
+    "attributes.mode",
     "attributes.rule",
 ]
 
 
 def networking() -> list[dict[str, Any]]:
     objects = [
-        _saved_search("clawker-net-envoy-stream", "Envoy access log", "clawker-envoy",
-                      ["attributes.action", "attributes.server.address",
-                       "attributes.network.peer.address", "attributes.response_code",
-                       "attributes.response_code_details", "attributes.duration_ms"]),
-        _saved_search("clawker-net-coredns-stream", "CoreDNS query log", "clawker-coredns",
-                      ["attributes.domain", "attributes.qtype", "attributes.rcode",
-                       "attributes.duration_ms"]),
-        _saved_search("clawker-net-ebpf-stream", "eBPF egress decisions", "clawker-ebpf-egress",
-                      EBPF_COLUMNS),
-        _pie("clawker-net-envoy-verdict", "Envoy verdict (action)", "clawker-envoy",
-             "attributes.action"),
-        _pie("clawker-net-coredns-verdict", "CoreDNS verdict (rcode)", "clawker-coredns",
-             "attributes.rcode"),
-        _pie("clawker-net-ebpf-verdict", "eBPF verdict (action)", "clawker-ebpf-egress",
-             "attributes.action"),
+        _saved_search(
+            "clawker-net-envoy-stream",
+            "Envoy access log",
+            "clawker-envoy",
+            [
+                "attributes.action",
+                "attributes.server.address",
+                "attributes.network.peer.address",
+                "attributes.response_code",
+                "attributes.response_code_details",
+                "attributes.duration_ms",
+            ],
+        ),
+        _saved_search(
+            "clawker-net-coredns-stream",
+            "CoreDNS query log",
+            "clawker-coredns",
+            ["attributes.domain", "attributes.qtype", "attributes.rcode", "attributes.duration_ms"],
+        ),
+        _saved_search(
+            "clawker-net-ebpf-stream", "eBPF egress decisions", "clawker-ebpf-egress", EBPF_COLUMNS
+        ),
+        _pie(
+            "clawker-net-envoy-verdict",
+            "Envoy verdict (action)",
+            "clawker-envoy",
+            "attributes.action",
+        ),
+        _pie(
+            "clawker-net-coredns-verdict",
+            "CoreDNS verdict (rcode)",
+            "clawker-coredns",
+            "attributes.rcode",
+        ),
+        _pie(
+            "clawker-net-ebpf-verdict",
+            "eBPF verdict (action)",
+            "clawker-ebpf-egress",
+            "attributes.action",
+        ),
     ]
     dash = _dashboard(
         "clawker-dashboard-networking",

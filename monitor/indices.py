@@ -58,7 +58,8 @@ class IndexSpec:
 
 
 def _read(name: str) -> dict[str, Any]:
-    text = resources.files(FIELDS_PACKAGE).joinpath("fields").joinpath(name).read_text(encoding="utf-8")
+    source = resources.files(FIELDS_PACKAGE).joinpath("fields").joinpath(name)
+    text = source.read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

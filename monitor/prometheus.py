@@ -21,9 +21,7 @@ def build() -> dict[str, Any]:
             },
             {
                 "job_name": "otel-collector",
-                "static_configs": [
-                    {"targets": [f"otel-collector:{collector.SELF_METRICS_PORT}"]}
-                ],
+                "static_configs": [{"targets": [f"otel-collector:{collector.SELF_METRICS_PORT}"]}],
             },
         ],
     }

@@ -105,7 +105,7 @@ def _port(host: int, container: int) -> str:
     return f"127.0.0.1:{host}:{container}"
 
 
-def _common(service: str, mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
+def _common(service: str, names: Names, inputs: Inputs) -> dict[str, Any]:
     return {
         "container_name": names.container(service),
         "labels": _labels(service, inputs),
@@ -117,7 +117,7 @@ def _opensearch(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
     heap = mon.opensearch_heap_mb
     return {
         "image": images.OPENSEARCH.ref(mon.image_refs),
-        **_common(OPENSEARCH, mon, names, inputs),
+        **_common(OPENSEARCH, names, inputs),
         "restart": "unless-stopped",
         "environment": {
             "discovery.type": "single-node",
@@ -150,7 +150,7 @@ def _opensearch(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
 def _dashboards(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
     return {
         "image": images.DASHBOARDS.ref(mon.image_refs),
-        **_common(DASHBOARDS, mon, names, inputs),
+        **_common(DASHBOARDS, names, inputs),
         "restart": "unless-stopped",
         "environment": {"DISABLE_SECURITY_DASHBOARDS_PLUGIN": "true"},
         "volumes": [
@@ -160,7 +160,10 @@ def _dashboards(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
         "ports": [_port(mon.opensearch_dashboards_port, 5601)],
         "depends_on": {OPENSEARCH: {"condition": "service_healthy"}},
         "healthcheck": {
-            "test": ["CMD-SHELL", "curl -fsS http://127.0.0.1:5601/api/status >/dev/null || exit 1"],
+            "test": [
+                "CMD-SHELL",
+                "curl -fsS http://127.0.0.1:5601/api/status >/dev/null || exit 1",
+            ],
             "interval": "5s",
             "timeout": "10s",
             "retries": 60,
@@ -172,7 +175,7 @@ def _dashboards(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
 def _prometheus(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
     return {
         "image": images.PROMETHEUS.ref(mon.image_refs),
-        **_common(PROMETHEUS, mon, names, inputs),
+        **_common(PROMETHEUS, names, inputs),
         "restart": "unless-stopped",
         "command": [
             "--config.file=/etc/prometheus/prometheus.yml",
@@ -199,7 +202,7 @@ def _prometheus(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]
 def _bootstrap(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
     return {
         "image": images.CURL.ref(mon.image_refs),
-        **_common(BOOTSTRAP, mon, names, inputs),
+        **_common(BOOTSTRAP, names, inputs),
         "restart": "no",
         "entrypoint": ["/bin/sh", "/bootstrap/bootstrap.sh"],
         "environment": {
@@ -220,7 +223,7 @@ def _bootstrap(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
 def _collector(mon: Monitoring, names: Names, inputs: Inputs) -> dict[str, Any]:
     return {
         "image": images.COLLECTOR.ref(mon.image_refs),
-        **_common(OTEL_COLLECTOR, mon, names, inputs),
+        **_common(OTEL_COLLECTOR, names, inputs),
         "restart": "unless-stopped",
         # Run as the owner of the data directory so the 0600 server key stays 0600.
         "user": inputs.user,

@@ -65,8 +65,10 @@ class Report:
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ]
         lines.append("")
         lines.append(f"bootstrap: {self.bootstrap_result}")
         lines.append(f"stack: {'healthy' if self.healthy else 'NOT healthy'}")

@@ -42,7 +42,7 @@ def test_paths_layout(tmp_path: Path) -> None:
 
 
 def test_keys_are_0600(material: certs.CertPaths) -> None:
-    for key in material.keys():
+    for key in material.private_keys():
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 
 
@@ -66,7 +66,7 @@ class _Sink(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self) -> None:
         self.requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
 
-    def Export(  # noqa: N802 - the generated service's method name
+    def Export(
         self, request: logs_service_pb2.ExportLogsServiceRequest, context: grpc.ServicerContext
     ) -> logs_service_pb2.ExportLogsServiceResponse:
         self.requests.append(request)
@@ -92,16 +92,23 @@ def receiver(material: certs.CertPaths) -> Iterator[tuple[int, _Sink]]:
 def _request() -> logs_service_pb2.ExportLogsServiceRequest:
     record = logs_pb2.LogRecord(
         body=common_pb2.AnyValue(string_value="denied"),
-        attributes=[common_pb2.KeyValue(key="action",
-                                        value=common_pb2.AnyValue(string_value="denied"))],
+        attributes=[
+            common_pb2.KeyValue(key="action", value=common_pb2.AnyValue(string_value="denied"))
+        ],
     )
     resource = resource_pb2.Resource(
-        attributes=[common_pb2.KeyValue(key="service.name",
-                                        value=common_pb2.AnyValue(string_value="ebpf-egress"))]
+        attributes=[
+            common_pb2.KeyValue(
+                key="service.name", value=common_pb2.AnyValue(string_value="ebpf-egress")
+            )
+        ]
     )
     return logs_service_pb2.ExportLogsServiceRequest(
-        resource_logs=[logs_pb2.ResourceLogs(
-            resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])]
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=[record])]
+            )
+        ]
     )
 
 

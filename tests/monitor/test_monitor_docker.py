@@ -22,7 +22,8 @@ pytestmark = pytest.mark.docker
 
 def _containers(client: Any, env: StackEnv) -> dict[str, Any]:
     found = client.containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={env.project}"})
+        all=True, filters={"label": f"com.docker.compose.project={env.project}"}
+    )
     return {c.labels["com.docker.compose.service"]: c for c in found}
 
 
@@ -67,7 +68,8 @@ def test_up_creates_labelled_stack_and_is_idempotent(
             assert bindings[spec] == [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]
     assert _volumes(docker_client, env) == {f"{env.prefix}-opensearch", f"{env.prefix}-prometheus"}
     for name in _volumes(docker_client, env):
-        assert docker_client.volumes.get(name).attrs["Labels"]["dev.clawker.purpose"] == "monitoring"
+        labels = docker_client.volumes.get(name).attrs["Labels"]
+        assert labels["dev.clawker.purpose"] == "monitoring"
     assert network.attrs["Driver"] == "bridge"
 
     status = env.run("status", "--json")
@@ -82,7 +84,7 @@ def test_up_creates_labelled_stack_and_is_idempotent(
 
     agent = env.run("agent-env", "--project", "p1", "--agent", "dev", "--format", "json")
     assert agent.exit_code == 0
-    agent_env = json.loads(agent.output[agent.output.index("{"):])
+    agent_env = json.loads(agent.output[agent.output.index("{") :])
     assert agent_env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
     assert agent_env["OTEL_RESOURCE_ATTRIBUTES"] == "project=p1,agent=dev"
 

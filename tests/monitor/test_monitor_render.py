@@ -35,8 +35,12 @@ def rendered(stack_env: StackEnv) -> StackEnv:
 
 def test_every_generated_file_parses(rendered: StackEnv) -> None:
     data = rendered.data_dir
-    for name in ("compose.yaml", "otel-config.yaml", "prometheus.yaml",
-                 "opensearch_dashboards.yml"):
+    for name in (
+        "compose.yaml",
+        "otel-config.yaml",
+        "prometheus.yaml",
+        "opensearch_dashboards.yml",
+    ):
         assert isinstance(_load(data / name), dict), name
     bodies = list((data / "bootstrap").rglob("*.json"))
     assert len(bodies) >= 17
@@ -106,7 +110,9 @@ def test_compose_labels_volumes_network_healthchecks(rendered: StackEnv) -> None
     assert compose["networks"]["default"] == {"name": rendered.network, "external": True}
     volumes = compose["volumes"]
     assert {v["name"] for v in volumes.values()} == {
-        f"{rendered.prefix}-opensearch", f"{rendered.prefix}-prometheus"}
+        f"{rendered.prefix}-opensearch",
+        f"{rendered.prefix}-prometheus",
+    }
     assert services[svc.BOOTSTRAP]["container_name"] == f"{rendered.prefix}-opensearch-bootstrap"
 
 
@@ -116,14 +122,18 @@ def test_default_names_follow_the_reference(tmp_path: Path) -> None:
     assert compose["services"][svc.BOOTSTRAP]["container_name"] == "clawker-opensearch-bootstrap"
     assert compose["networks"]["default"]["name"] == "clawker-net"
     assert {v["name"] for v in compose["volumes"].values()} == {
-        "clawker-opensearch", "clawker-prometheus"}
+        "clawker-opensearch",
+        "clawker-prometheus",
+    }
 
 
 def test_compose_start_order_gates_collector_on_bootstrap(rendered: StackEnv) -> None:
     services = _load(rendered.data_dir / "compose.yaml")["services"]
     boot = services[svc.BOOTSTRAP]["depends_on"]
-    assert all(boot[s]["condition"] == "service_healthy"
-               for s in (svc.OPENSEARCH, svc.DASHBOARDS, svc.PROMETHEUS))
+    assert all(
+        boot[s]["condition"] == "service_healthy"
+        for s in (svc.OPENSEARCH, svc.DASHBOARDS, svc.PROMETHEUS)
+    )
     gate = services[svc.OTEL_COLLECTOR]["depends_on"][svc.BOOTSTRAP]
     assert gate["condition"] == "service_completed_successfully"
     assert services[svc.BOOTSTRAP]["restart"] == "no"
@@ -217,14 +227,16 @@ def test_untrusted_lane_drops_claims_of_trusted_services(otel: dict[str, Any]) -
     logs = otel["service"]["pipelines"]["logs/agent"]
     assert logs["receivers"] == ["otlp/agent"]
     assert "clawker-ebpf-egress" not in json.dumps(
-        [otel["exporters"][e] for e in logs["exporters"]])
+        [otel["exporters"][e] for e in logs["exporters"]]
+    )
     drop = otel["processors"]["filter/agent-reserved-services"]["logs"]["log_record"]
     (condition,) = drop
     pattern = re.search(r'"\^\((.*)\)\$"', condition)
     assert pattern is not None
     assert "ebpf-egress" in pattern.group(1).split("|")
     assert logs["processors"].index("filter/agent-reserved-services") < logs["processors"].index(
-        "transform/agent-lane")
+        "transform/agent-lane"
+    )
     stamp = otel["processors"]["transform/agent-lane"]["log_statements"][0]["statements"]
     assert 'set(attributes["ingest_source"], "agent")' in stamp
 
@@ -268,8 +280,9 @@ def test_metric_label_type_renamed_to_kind(otel: dict[str, Any]) -> None:
 
 def test_prometheus_scrapes_collector_self_metrics(rendered: StackEnv) -> None:
     prom = _load(rendered.data_dir / "prometheus.yaml")
-    targets = [t for job in prom["scrape_configs"] for c in job["static_configs"]
-               for t in c["targets"]]
+    targets = [
+        t for job in prom["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    ]
     assert f"otel-collector:{collector.SELF_METRICS_PORT}" in targets
 
 
@@ -293,7 +306,9 @@ def test_docker_compose_config_accepts_the_file(rendered: StackEnv) -> None:
         assert rendered.run("init", "--force").exit_code == 0
         done = subprocess.run(
             ["docker", "compose", "-f", str(rendered.data_dir / "compose.yaml"), "config", "-q"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
             env={**os.environ, "DOCKER_HOST": os.environ.get("DOCKER_HOST", "")},
         )
         assert done.returncode == 0, done.stderr
@@ -304,7 +319,9 @@ def test_promtool_accepts_prometheus_yaml(rendered: StackEnv) -> None:
         require("promtool missing (apt-get install prometheus)")
     done = subprocess.run(
         ["promtool", "check", "config", str(rendered.data_dir / "prometheus.yaml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -357,16 +374,26 @@ def test_mounted_file_change_changes_the_service_definition(rendered: StackEnv) 
 
 def test_secret_files_are_private(rendered: StackEnv) -> None:
     data = rendered.data_dir
-    for rel in ("certs/ca.key", "certs/collector.key", "certs/netlogger.key",
-                "secrets/opensearch.env"):
+    for rel in (
+        "certs/ca.key",
+        "certs/collector.key",
+        "certs/netlogger.key",
+        "secrets/opensearch.env",
+    ):
         mode = stat.S_IMODE((data / rel).stat().st_mode)
         assert mode == 0o600, (rel, oct(mode))
 
 
 # --- bootstrap bodies ----------------------------------------------------------------------------
 
-REFERENCE_INDICES = {"claude-code", "clawker-cli", "clawker-cp", "clawker-envoy",
-                     "clawker-coredns", "clawker-ebpf-egress"}
+REFERENCE_INDICES = {
+    "claude-code",
+    "clawker-cli",
+    "clawker-cp",
+    "clawker-envoy",
+    "clawker-coredns",
+    "clawker-ebpf-egress",
+}
 
 
 def test_templates_ism_and_indices_for_every_listed_index(rendered: StackEnv) -> None:
@@ -392,7 +419,8 @@ def test_templates_ism_and_indices_for_every_listed_index(rendered: StackEnv) ->
 
 def test_common_template_maps_shared_keys(rendered: StackEnv) -> None:
     body = json.loads(
-        (rendered.data_dir / "bootstrap/component-templates/clawker-common.json").read_text())
+        (rendered.data_dir / "bootstrap/component-templates/clawker-common.json").read_text()
+    )
     props = body["template"]["mappings"]["properties"]
     assert props["@timestamp"]["type"] == "date"
     resource = props["resource"]["properties"]
@@ -440,8 +468,10 @@ def test_networking_dashboard_streams_and_verdict_pies(rendered: StackEnv) -> No
     dash = objects["clawker-dashboard-networking"]
     panels = [objects[r["id"]] for r in dash["references"]]
     streams = {p["references"][0]["id"] for p in panels if p["type"] == "search"}
-    assert streams == {dashboards.pattern_id(i) for i in
-                       ("clawker-envoy", "clawker-coredns", "clawker-ebpf-egress")}
+    assert streams == {
+        dashboards.pattern_id(i)
+        for i in ("clawker-envoy", "clawker-coredns", "clawker-ebpf-egress")
+    }
     pies = {}
     for panel in panels:
         if panel["type"] == "visualization":
@@ -463,8 +493,11 @@ def test_networking_dashboard_streams_and_verdict_pies(rendered: StackEnv) -> No
 
 def test_cost_dashboard_reads_prometheus_through_the_datasource() -> None:
     objects = dashboards.cost_and_usage()
-    queries = [o["attributes"]["savedVisualization"]["query"] for o in objects
-               if o["type"] == "observability-visualization"]
+    queries = [
+        o["attributes"]["savedVisualization"]["query"]
+        for o in objects
+        if o["type"] == "observability-visualization"
+    ]
     assert queries and all(q.startswith("source = clawker_prometheus.") for q in queries)
     assert not any("type" in q.split("by")[-1] for q in queries if " by " in q)
 

@@ -16,9 +16,13 @@ from monitor.errors import ConfigError
 def test_defaults_match_the_reference() -> None:
     mon = settings.Monitoring()
     assert mon.host_ports() == {
-        "otel_collector_port": 4318, "otel_grpc_port": 4317, "otel_mtls_port": 4319,
-        "opensearch_port": 9200, "opensearch_dashboards_port": 5601,
-        "prometheus_port": 9090, "prometheus_metrics_port": 8889,
+        "otel_collector_port": 4318,
+        "otel_grpc_port": 4317,
+        "otel_mtls_port": 4319,
+        "opensearch_port": 9200,
+        "opensearch_dashboards_port": 5601,
+        "prometheus_port": 9090,
+        "prometheus_metrics_port": 8889,
     }
     assert mon.opensearch_heap_mb == 512
     assert mon.retention_days == 7
@@ -89,7 +93,8 @@ def test_cli_config_error_exits_2_with_one_line(stack_env: StackEnv) -> None:
 
 def test_explicit_missing_settings_file_is_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli, ["--data-dir", str(tmp_path), "--settings", str(tmp_path / "nope.yaml"), "init"])
+        cli, ["--data-dir", str(tmp_path), "--settings", str(tmp_path / "nope.yaml"), "init"]
+    )
     assert result.exit_code == 2
     assert "does not exist" in result.output
 
