@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -151,3 +152,28 @@ def test_status_json_shape_is_stable() -> None:
     assert set(doc) == {"healthy", "project", "network", "bootstrap", "services", "urls"}
     assert [s["service"] for s in doc["services"]] == list(svc.ALL_SERVICES)
     json.dumps(doc)
+
+
+class _FakeStack:
+    def logs(self, service: str, tail: int = 30) -> str:
+        return "bootstrap: FAILED: index template x (HTTP 400)\n"
+
+
+def _states(**overrides: ServiceState) -> dict[str, ServiceState]:
+    return {s: overrides.get(s, _state(s)) for s in svc.ALL_SERVICES}
+
+
+def test_up_outcomes_map_to_errors() -> None:
+    from monitor import lifecycle
+    from monitor.errors import BootstrapError, ComposeError, StackTimeoutError
+
+    stack: Any = _FakeStack()
+    lifecycle._raise_for(stack, _states(), 0, "", 60)  # all ready: no error
+    failed = _states(**{svc.BOOTSTRAP: _state(svc.BOOTSTRAP, exit_code=3)})
+    with pytest.raises(BootstrapError, match=r"(?s)exited 3.*HTTP 400"):
+        lifecycle._raise_for(stack, failed, 1, "", 60)
+    starting = _states(**{svc.OPENSEARCH: _state(svc.OPENSEARCH, health="starting")})
+    with pytest.raises(StackTimeoutError, match="still waiting for: opensearch-node"):
+        lifecycle._raise_for(stack, starting, None, "", 60)
+    with pytest.raises(ComposeError, match="pull access denied"):
+        lifecycle._raise_for(stack, _states(), 1, "Error: pull access denied\n", 60)
