@@ -72,6 +72,21 @@ def test_up_creates_labelled_stack_and_is_idempotent(
         assert labels["dev.clawker.purpose"] == "monitoring"
     assert network.attrs["Driver"] == "bridge"
 
+    # The real bootstrap.sh ran against the OpenSearch stand-in, in dependency order.
+    code, log = containers[svc.OPENSEARCH].exec_run(
+        ["cat", "/usr/share/opensearch/data/standin/requests.log"]
+    )
+    assert code == 0
+    requests = log.decode().splitlines()
+    order = [
+        "PUT /_component_template/clawker-common",
+        "PUT /_index_template/clawker-ebpf-egress",
+        "PUT /_plugins/_ism/policies/clawker-retention",
+        "PUT /clawker-ebpf-egress-000001",
+        "POST /_plugins/_query/_datasources",
+    ]
+    assert [requests.index(r) for r in order] == sorted(requests.index(r) for r in order)
+
     status = env.run("status", "--json")
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
