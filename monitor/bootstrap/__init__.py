@@ -1,0 +1,1 @@
+"""Package data for the bootstrap container: the script and the field specs it is built from."""
