@@ -26,13 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 STANDIN_BUILD = REPO / "tests" / "monitor" / "standins" / "build.sh"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # The main pyproject registers this too; registering twice is harmless.
-    config.addinivalue_line(
-        "markers", "docker: needs a Docker engine (DOCKER_HOST) and the stand-in images"
-    )
-
-
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
