@@ -23,7 +23,6 @@ from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel import cgroup, loader
-from netlogger.kernel.ringbuf import RingReader
 from netlogger.workload import Workload
 
 POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: [5000]}\n"
@@ -51,7 +50,7 @@ def main() -> None:
         enforcer = Enforcer(plane, policies)
         enforcer.apply_policies(policies)
         enforcer.enroll(Target(recorded, "bench"))
-        ring = stack.enter_context(RingReader(plane.ring_fd, plane.ring_bytes))
+        ring = stack.enter_context(plane.reader())
         stop = threading.Event()
         drained = [0]
 

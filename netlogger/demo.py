@@ -21,7 +21,6 @@ from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel import cgroup, loader
-from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.policy.compile import PolicySet
@@ -86,7 +85,7 @@ class Demo:
             peer = stack.enter_context(Workload(net.peer_ns, None))
             peer("listen", addr=net.peer4, port=443)
             w = stack.enter_context(Workload(net.workload_ns, agent_cg.path))
-            self.ring = stack.enter_context(RingReader(plane.ring_fd, plane.ring_bytes))
+            self.ring = stack.enter_context(plane.reader())
             self.decoder = decoder_for(checked.policies)
             self.enricher = Enricher(plane.labels.lookup)
             self._traffic(w, net, enforcer, agent_cg)

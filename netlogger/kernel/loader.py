@@ -29,6 +29,7 @@ from netlogger.kernel.btf import Btf
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap, PerCpuArray
 from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info, map_info, prog_info
+from netlogger.kernel.ringbuf import RingReader
 
 OBJECT = Path(__file__).resolve().parents[1] / "_objects" / "netlogger.bpf.o"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/netlogger")
@@ -171,6 +172,10 @@ class Plane:
         self.ring_fd = _map_fd(obj, "nl_events")
         self.ring_bytes = int(libbpf.bpf_map__max_entries(_map(obj, "nl_events")))
         self.prog_fds = {name: int(libbpf.bpf_program__fd(_prog(obj, name))) for name in PROGRAMS}
+
+    def reader(self) -> RingReader:
+        """A batch reader of this plane's ring, tuned for its fixed-size records."""
+        return RingReader(self.ring_fd, self.ring_bytes, ctypes.sizeof(abi.Event))
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """(run count, run time ns) per program; counts only while kernel stats are on."""

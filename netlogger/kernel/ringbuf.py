@@ -1,14 +1,15 @@
 """Drain a BPF ring buffer in batches, straight from its memory mapping.
 
 libbpf's ring_buffer__poll calls back once per record; from Python that costs
-a ctypes transition per record (about 0.3 M records/s here). The ring is a
-documented memory layout, so this reader maps it and walks it itself: one
-pass over the committed region, one consumer-position store per batch.
+a ctypes transition per record. The ring is a documented memory layout, so
+this reader maps it and walks it itself: one copy of the committed region,
+one consumer-position store per batch.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (ours to
 write); page 1 the producer position; then the data area, mapped twice in a
-row so a record never wraps. Each record has an 8-byte header: u32 length
-with BUSY (not yet committed) and DISCARD bits, u32 page offset.
+row so any region up to the ring's size is contiguous. Each record has an
+8-byte header: u32 length with BUSY (not yet committed) and DISCARD bits, u32
+page offset; records start 8-byte aligned.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import ctypes
 import mmap
 import select
 import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
@@ -28,11 +31,83 @@ _u64 = struct.Struct("Q")
 _u32 = struct.Struct("I")
 
 
-class RingReader:
-    """Reads committed records from a BPF_MAP_TYPE_RINGBUF map fd. Not thread-safe."""
+def span(length: int) -> int:
+    """Ring bytes a record of `length` takes, header included."""
+    return (length + HEADER + 7) & ~7
 
-    def __init__(self, map_fd: int, size: int) -> None:
+
+@dataclass(frozen=True)
+class Batch:
+    """Records drained in one pass: the copied ring region and where each record starts.
+
+    When every record has the same length (`uniform`), starts are evenly spaced
+    and a decoder can unpack the whole region in one call.
+    """
+
+    data: bytes
+    starts: Sequence[int]
+    uniform: int = 0  # the common record length, or 0 when they differ
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self.data
+        if self.uniform:
+            size = self.uniform
+            return (data[s : s + size] for s in self.starts)
+        return (data[s : s + _u32.unpack_from(data, s - HEADER)[0]] for s in self.starts)
+
+
+def _uniform_prefix(region: bytes, length: int) -> int:
+    """How many leading records carry exactly `length` with neither BUSY nor DISCARD set.
+
+    Headers sit at a fixed stride, so each of their four bytes is checked for the whole
+    region at once with a strided slice: C speed, no Python step per record.
+    """
+    step = span(length)
+    count = len(region) // step
+    expected = length.to_bytes(4, "little")
+    for lane in range(4):
+        column = region[lane : count * step : step]
+        count = min(count, len(column) - len(column.lstrip(expected[lane : lane + 1])))
+    return count
+
+
+def scan(region: bytes, record_size: int = 0) -> tuple[Batch, int]:
+    """The committed records at the start of `region`, and how many bytes they span.
+
+    Stops at the first record still in flight (BUSY); skips discarded ones.
+    """
+    starts: list[int] | range = []
+    offset = 0
+    if record_size:
+        step = span(record_size)
+        offset = _uniform_prefix(region, record_size) * step
+        starts = range(HEADER, offset, step)
+        if offset == len(region):
+            return Batch(region, starts, record_size), offset
+    starts = list(starts)
+    while offset + HEADER <= len(region):
+        length = _u32.unpack_from(region, offset)[0]
+        if length & BUSY:
+            break  # a producer reserved this and has not submitted yet
+        if not length & DISCARD:
+            starts.append(offset + HEADER)
+        offset += span(length & ~DISCARD)
+    return Batch(region, starts), offset
+
+
+class RingReader:
+    """Reads committed records from a BPF_MAP_TYPE_RINGBUF map fd. Not thread-safe.
+
+    `record_size` names the length most records have, which enables the uniform
+    fast path; records of other lengths are still read, one step each.
+    """
+
+    def __init__(self, map_fd: int, size: int, record_size: int = 0) -> None:
         self.size = size
+        self.record_size = record_size
         self._mask = size - 1
         page = mmap.PAGESIZE
         self._page = page
@@ -53,23 +128,13 @@ class RingReader:
         cons, prod = self._positions()
         return prod - cons
 
-    def drain(self, limit: int = 1 << 30) -> list[bytes]:
-        """Every committed record up to `limit`, oldest first; frees their space."""
+    def drain(self) -> Batch:
+        """Every committed record, oldest first; frees their space in the ring."""
         cons, prod = self._positions()
-        data, page, mask = self._data, self._page, self._mask
-        out: list[bytes] = []
-        append = out.append
-        while cons < prod and len(out) < limit:
-            off = page + (cons & mask)
-            length = _u32.unpack_from(data, off)[0]
-            if length & BUSY:
-                break  # a producer reserved this and has not submitted yet
-            if not length & DISCARD:
-                append(data[off + HEADER : off + HEADER + length])
-            length &= ~DISCARD
-            cons += (length + HEADER + 7) & ~7
-        self._consumer_pos.value = cons
-        return out
+        start = self._page + (cons & self._mask)
+        batch, consumed = scan(self._data[start : start + (prod - cons)], self.record_size)
+        self._consumer_pos.value = cons + consumed
+        return batch
 
     def wait(self, timeout: float) -> bool:
         """Block until the kernel signals new records or `timeout` seconds pass."""

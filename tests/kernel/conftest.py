@@ -120,7 +120,7 @@ def enrolled(scope: cgroup.Cgroup, enforcer: Enforcer) -> Iterator[Any]:
 
 @pytest.fixture
 def ring(plane: loader.Plane) -> Iterator[RingReader]:
-    with RingReader(plane.ring_fd, plane.ring_bytes) as r:
+    with plane.reader() as r:
         yield r
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from netlogger import sandbox
 from netlogger.kernel import loader
-from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from tests.kernel.conftest import POLICY
 
@@ -62,7 +61,7 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
 
             assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
             decoder = Decoder(lambda r: None, lambda p: "default")
-            with RingReader(plane.ring_fd, plane.ring_bytes) as ring:
+            with plane.reader() as ring:
                 records = decoder.decode_all(ring.drain())
         # Records made with no loader running were kept in the pinned ring.
         assert len(records) == 1 + 1 + 30_000 + 1
