@@ -54,4 +54,36 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     dst_host: str | None = None
 
 
+class Gap(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+    """Records that were lost, counted: the in-band proof of completeness.
+
+    A consumer that sees, per cgroup, every sequence number either in a decision
+    record or inside a gap's range (and the counts agree) has seen everything.
+    """
+
+    event_name: str = msgspec.field(name="event.name", default=EVENT_NAMES["gap"])
+    ts: str
+    gap_kind: str = msgspec.field(name="gap.kind")  # see GAP_KINDS
+    gap_count: int = msgspec.field(name="gap.count")
+    gap_seq_first: int | None = msgspec.field(name="gap.seq_first", default=None)
+    gap_seq_last: int | None = msgspec.field(name="gap.seq_last", default=None)
+    gap_sink: str | None = msgspec.field(name="gap.sink", default=None)  # which sink lost them
+    cgroup_id: str | None = None  # absent when the loss is not tied to one cgroup
+    host_name: str = msgspec.field(name="host.name", default="")
+    container_id: str = ""
+    agent: str = ""
+    project: str = ""
+
+
+GAP_KINDS = {
+    "throttled": "allowed records dropped by the kernel's per-cgroup token bucket",
+    "ringbuf_full": "records the kernel could not reserve because the ring was full",
+    "queue_full": "records a sink's queue in the agent had no room for",
+    "spool_evicted": "records evicted from a sink's on-disk spool to respect its size cap",
+    "undecodable": "ring records the agent could not decode",
+}
+
+Item = Record | Gap  # what sinks receive
+
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Record))
+GAP_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Gap))

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from netlogger.pipeline.record import Record
+from netlogger.pipeline.record import Item
 
 
 class Sink(Protocol):
     name: str
 
-    def export(self, batch: Sequence[Record]) -> None: ...
+    def export(self, batch: Sequence[Item]) -> None: ...
 
     def force_flush(self, timeout: float = 5.0) -> None: ...
 
