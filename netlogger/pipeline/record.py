@@ -61,7 +61,7 @@ class Gap(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     record or inside a gap's range (and the counts agree) has seen everything.
     """
 
-    event_name: str = msgspec.field(name="event.name", default=EVENT_NAMES["gap"])
+    event_name: str = msgspec.field(name="event.name")  # always EVENT_NAMES["gap"]
     ts: str
     gap_kind: str = msgspec.field(name="gap.kind")  # see GAP_KINDS
     gap_count: int = msgspec.field(name="gap.count")
