@@ -184,6 +184,16 @@ struct nl_labels {
 };
 
 /*
+ * nl_reported: cgroup id -> the losses the agent has already reported in gap
+ * records, so a restarted agent reports only what is new. Only the agent uses it.
+ */
+struct nl_reported {
+	__u64 throttled;
+	__u64 ringbuf_lost;
+	__u64 seq; /* nl_cgroup_state.seq when the agent last reported */
+};
+
+/*
  * nl_meta[0]: the layout (JSON) every pinned map was written with, so a newer
  * agent can tell a reusable map from one whose layout changed under it.
  */

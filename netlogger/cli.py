@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from dataclasses import asdict
@@ -17,7 +18,9 @@ from typing import Any
 
 import click
 
-from netlogger.errors import NetloggerError
+from netlogger import control
+from netlogger.errors import NetloggerError, UsageError
+from netlogger.views import enrolled_rows, status_text, table
 
 log = logging.getLogger("netlogger")
 
@@ -46,15 +49,6 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="libbpf debug output and tracebacks")
 @click.pass_context
@@ -66,6 +60,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       netlogger doctor                 can this host run netlogger?
       netlogger demo                   sandbox + sample policy + traffic, live
       netlogger policy check egress.yaml
+      netlogger run --config /etc/netlogger/config.yaml
+      netlogger enroll --container web-1 --agent a1 --project p1
+      netlogger tail --action denied
     """
     ctx.obj = {"verbose": verbose}
     logging.basicConfig(
@@ -179,6 +176,274 @@ def teardown(pin_root: Path) -> None:
         if removed
         else f"nothing pinned under {pin_root}"
     )
+
+
+socket_option = click.option(
+    "--control-socket",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"the agent's socket (default: ${control.ENV_SOCKET} or {control.DEFAULT_SOCKET})",
+)
+
+
+def target_options(fn: Any) -> Any:
+    fn = click.option("--container", help="a container id or name (Docker)")(fn)
+    fn = click.option("--cgroup", help="a cgroup v2 directory")(fn)
+    return socket_option(fn)
+
+
+def _target(cgroup: str | None, container: str | None) -> dict[str, Any]:
+    if bool(cgroup) == bool(container):
+        raise UsageError("name exactly one target: --cgroup PATH or --container ID")
+    return {"cgroup": cgroup, "container": container}
+
+
+def _show_entry(entry: dict[str, Any], as_json: bool) -> None:
+    click.echo(json.dumps(entry) if as_json else enrolled_rows([entry]))
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="agent config (YAML)",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="a file with only `policies:`; replaces the config's policies",
+)
+@click.option("--scope", help="cgroup the programs attach to (default: the cgroup v2 root)")
+@click.option(
+    "--sink",
+    "sink_specs",
+    multiple=True,
+    help="console, jsonl:PATH or otlp:ENDPOINT; replaces the config's sinks",
+)
+@click.option("--pin-root", type=click.Path(path_type=Path), help="bpffs directory for pins")
+@socket_option
+@click.option("--metrics", help="loopback host:port for Prometheus, e.g. 127.0.0.1:9464")
+def run(
+    config_file: Path | None,
+    policy_file: Path | None,
+    scope: str | None,
+    sink_specs: tuple[str, ...],
+    pin_root: Path | None,
+    control_socket: Path | None,
+    metrics: str | None,
+) -> None:
+    """Run the host agent in the foreground until SIGTERM or SIGINT.
+
+    Enforcement stays pinned when it stops; the next start takes it over.
+
+    \b
+    Examples:
+      netlogger run --config /etc/netlogger/config.yaml
+      netlogger run --policy egress.yaml --sink console --sink jsonl:/var/log/nl.jsonl
+    """
+    from netlogger.agent import Agent, RunOptions
+    from netlogger.config.check import load_run_config
+    from netlogger.sinks.factory import parse_spec
+
+    checked = load_run_config(config_file, policy_file)
+    cfg = checked.config
+    options = RunOptions(
+        checked=checked,
+        scope=scope or cfg.scope,
+        pin_root=pin_root or Path(cfg.pin_root),
+        control_socket=control.socket_path(control_socket or cfg.control_socket),
+        metrics=metrics or cfg.metrics,
+        sinks=[parse_spec(s) for s in sink_specs] if sink_specs else list(cfg.sinks),
+        state_dir=Path(cfg.state_dir),
+    )
+    agent = Agent(options)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop_event.set())
+    read = agent.run()
+    click.echo(
+        f"netlogger: stopped; {read} records read from the kernel, all handed to the "
+        "sinks; enforcement stays pinned",
+        err=True,
+    )
+
+
+@cli.command()
+@target_options
+@click.option("--agent", default="", help="agent label for records")
+@click.option("--project", default="", help="project label for records")
+@click.option(
+    "--policy", default=None, help="policy name (default: default, or the container's policy label)"
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["enforce", "audit"]),
+    default=None,
+    help="override the policy's mode",
+)
+@click.option("--json", "as_json", is_flag=True)
+def enroll(
+    cgroup: str | None,
+    container: str | None,
+    control_socket: Path | None,
+    agent: str,
+    project: str,
+    policy: str | None,
+    mode: str | None,
+    as_json: bool,
+) -> None:
+    """Put a cgroup or container under a policy.
+
+    \b
+    Examples:
+      netlogger enroll --cgroup /sys/fs/cgroup/agents/a1 --agent a1 --project p1
+      netlogger enroll --container 3f2a9c --policy strict --mode audit
+    """
+    entry = control.request(
+        control.socket_path(control_socket),
+        "enroll",
+        **_target(cgroup, container),
+        agent=agent,
+        project=project,
+        policy=policy,
+        mode=mode,
+    )
+    _show_entry(entry, as_json)
+
+
+@cli.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True)
+def unenroll(
+    cgroup: str | None, container: str | None, control_socket: Path | None, as_json: bool
+) -> None:
+    """Stop governing a cgroup or container (its traffic passes unrecorded).
+
+    \b
+    Example:
+      netlogger unenroll --cgroup /sys/fs/cgroup/agents/a1
+    """
+    entry = control.request(
+        control.socket_path(control_socket), "unenroll", **_target(cgroup, container)
+    )
+    _show_entry(entry, as_json)
+
+
+@cli.command()
+@target_options
+@click.option("--for", "duration", required=True, help="how long, e.g. 30s, 10m, 1h")
+@click.option("--json", "as_json", is_flag=True)
+def bypass(
+    cgroup: str | None,
+    container: str | None,
+    control_socket: Path | None,
+    duration: str,
+    as_json: bool,
+) -> None:
+    """Let everything through for a while, recorded as bypassed.
+
+    The kernel ends the window on its own clock: a crashed agent cannot leave it open.
+
+    \b
+    Example:
+      netlogger bypass --container web-1 --for 10m
+    """
+    entry = control.request(
+        control.socket_path(control_socket),
+        "bypass",
+        **_target(cgroup, container),
+        **{"for": duration},
+    )
+    _show_entry(entry, as_json)
+
+
+@cli.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True)
+def enforce(
+    cgroup: str | None, container: str | None, control_socket: Path | None, as_json: bool
+) -> None:
+    """End a bypass (and audit) now: enforce the policy.
+
+    \b
+    Example:
+      netlogger enforce --container web-1
+    """
+    entry = control.request(
+        control.socket_path(control_socket), "enforce", **_target(cgroup, container)
+    )
+    _show_entry(entry, as_json)
+
+
+@cli.command()
+@socket_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(control_socket: Path | None, as_json: bool) -> None:
+    """Enrolled cgroups, modes, counters, losses and sink health of the running agent.
+
+    \b
+    Examples:
+      netlogger status
+      netlogger status --json | jq '.losses'
+    """
+    result = control.request(control.socket_path(control_socket), "status")
+    click.echo(json.dumps(result, indent=2) if as_json else status_text(result))
+
+
+@cli.command()
+@socket_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
+@click.option("--action", multiple=True, type=click.Choice(["allowed", "denied", "bypassed"]))
+@click.option("--agent", multiple=True, help="only this agent (repeatable)")
+@click.option("--project", multiple=True, help="only this project (repeatable)")
+@click.option("--container", multiple=True, help="only this container id (prefix)")
+@click.option("--dst-host", help="only destinations whose name matches this glob")
+@click.option("--since", help="start with history this old, e.g. 10m (from the JSONL sink)")
+@click.option("--color/--no-color", default=None, help="color (default: on a tty)")
+def tail(
+    control_socket: Path | None,
+    as_json: bool,
+    action: tuple[str, ...],
+    agent: tuple[str, ...],
+    project: tuple[str, ...],
+    container: tuple[str, ...],
+    dst_host: str | None,
+    since: str | None,
+    color: bool | None,
+) -> None:
+    """Follow decisions live from the running agent.
+
+    \b
+    Examples:
+      netlogger tail
+      netlogger tail --action denied --agent a1
+      netlogger tail --since 10m --json | jq 'select(.reason == "default_deny")'
+    """
+    from netlogger.sinks.console import format_item
+    from netlogger.tail import parse_item
+
+    colored = sys.stdout.isatty() if color is None else color
+    items = control.stream(
+        control.socket_path(control_socket),
+        "tail",
+        action=list(action),
+        agent=list(agent),
+        project=list(project),
+        container=list(container),
+        dst_host=dst_host,
+        since=since,
+    )
+    try:
+        for raw in items:
+            if as_json:
+                click.echo(json.dumps(raw))
+            else:
+                item = parse_item(json.dumps(raw).encode())
+                if item is not None:
+                    click.echo(format_item(item, colored))
+    except BrokenPipeError:
+        pass
 
 
 def main() -> None:

@@ -157,6 +157,7 @@ class Enforcer:
         p.labels.delete(cgroup_id)
         self._update_levels()
         p.cgroup_state.delete(cgroup_id)
+        p.reported.delete(cgroup_id)
         return before
 
     def bypass(self, cgroup_id: int, seconds: float) -> Enrolled:

@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+pytest_plugins = ["tests.fixtures"]
+
+
+KERNEL_DIRS = (HERE / "kernel", HERE / "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if (HERE / "kernel") in Path(item.fspath).parents:
+        if any(d in Path(item.fspath).parents for d in KERNEL_DIRS):
             item.add_marker(pytest.mark.kernel)
 
 

@@ -133,3 +133,16 @@ def check_source(src: Source, policies_only: bool = False) -> Checked:
 
 def check_file(path: Path, policies_only: bool = False) -> Checked:
     return check_source(source.load(path), policies_only)
+
+
+def load_run_config(config_file: Path | None, policy_file: Path | None) -> Checked:
+    """The agent's config, with the policies of `policy_file` in place of its own."""
+    checked = check_file(config_file) if config_file else check_source(Source("<defaults>", {}))
+    if policy_file is None:
+        return checked
+    policy = check_file(policy_file, policies_only=True)
+    config = msgspec.structs.replace(checked.config, policies=policy.config.policies)
+    problems = _values(config, policy.policies)
+    if problems:
+        raise ConfigError([checked.source.problem(path, text) for path, text in problems])
+    return Checked(config, policy.policies, checked.source)

@@ -90,7 +90,9 @@ class Config(_Strict):
     control_socket: str = DEFAULT_CONTROL_SOCKET
     metrics: str | None = None
     limits: Limits = Limits()
+    state_dir: str = "/var/lib/netlogger"  # sink state that must survive restarts (spools)
     sinks: list[Sink] = msgspec.field(default_factory=lambda: [ConsoleSink()])
-    policies: dict[str, Policy] = {}
+    # Without policies there is still one: `default`, which allows nothing.
+    policies: dict[str, Policy] = msgspec.field(default_factory=lambda: {"default": Policy()})
     enroll: list[StaticEnrollment] = []
     containers: Containers | None = None

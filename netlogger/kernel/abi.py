@@ -171,6 +171,10 @@ class Labels(ctypes.Structure):
     ]
 
 
+class Reported(ctypes.Structure):
+    _fields_ = [("throttled", u64), ("ringbuf_lost", u64), ("seq", u64)]
+
+
 class Meta(ctypes.Structure):
     _fields_ = [("abi_version", u32), ("len", u32), ("layout", ctypes.c_char * 4088)]
 
@@ -193,6 +197,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "nl_resolver_key": ResolverKey,
     "nl_levels": Levels,
     "nl_labels": Labels,
+    "nl_reported": Reported,
     "nl_meta": Meta,
     "nl_config": Config,
 }

@@ -54,6 +54,7 @@ MAPS: dict[str, MapSpec] = {
     "nl_resolvers": MapSpec(abi.ResolverKey, u32, carry=True),
     "nl_levels": MapSpec(u32, abi.Levels, carry=True),
     "nl_labels": MapSpec(u64, abi.Labels, carry=True),
+    "nl_reported": MapSpec(u64, abi.Reported, carry=True),
     "nl_meta": MapSpec(u32, abi.Meta, carry=False),
 }
 
@@ -165,6 +166,7 @@ class Plane:
         self.resolvers = typed("nl_resolvers")
         self.levels = typed("nl_levels")
         self.labels = typed("nl_labels")
+        self.reported = typed("nl_reported")
         self.meta = typed("nl_meta")
         self.cpu_loss = PerCpuArray[abi.CpuLoss](
             "nl_cpu_loss", _map_fd(obj, "nl_cpu_loss"), abi.CpuLoss

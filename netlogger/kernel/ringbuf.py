@@ -103,6 +103,10 @@ class RingReader:
 
     `record_size` names the length most records have, which enables the uniform
     fast path; records of other lengths are still read, one step each.
+
+    Reading and releasing are separate: `drain(release=False)` reads ahead and
+    leaves the records in the ring until `release(position)`, so a reader that
+    dies before its records are safely stored leaves them for the next one.
     """
 
     def __init__(self, map_fd: int, size: int, record_size: int = 0) -> None:
@@ -120,21 +124,32 @@ class RingReader:
         )
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
+        self.position = self._consumer_pos.value  # where the next drain starts reading
 
-    def _positions(self) -> tuple[int, int]:
-        return self._consumer_pos.value, _u64.unpack_from(self._data, 0)[0]
+    def _producer(self) -> int:
+        return int(_u64.unpack_from(self._data, 0)[0])
 
     def pending_bytes(self) -> int:
-        cons, prod = self._positions()
-        return prod - cons
+        return self._producer() - self.position
 
-    def drain(self) -> Batch:
-        """Every committed record, oldest first; frees their space in the ring."""
-        cons, prod = self._positions()
-        start = self._page + (cons & self._mask)
-        batch, consumed = scan(self._data[start : start + (prod - cons)], self.record_size)
-        self._consumer_pos.value = cons + consumed
+    def drain(self, release: bool = True) -> Batch:
+        """Every committed record not read yet, oldest first.
+
+        With `release`, their space in the ring is freed at once; without, it stays
+        taken until `release()` is called with a position at or past them.
+        """
+        start, prod = self.position, self._producer()
+        at = self._page + (start & self._mask)
+        batch, consumed = scan(self._data[at : at + (prod - start)], self.record_size)
+        self.position = start + consumed
+        if release:
+            self.release(self.position)
         return batch
+
+    def release(self, position: int) -> None:
+        """Free the ring up to `position` (a value `position` had after some drain)."""
+        if position > self._consumer_pos.value:
+            self._consumer_pos.value = position
 
     def wait(self, timeout: float) -> bool:
         """Block until the kernel signals new records or `timeout` seconds pass."""

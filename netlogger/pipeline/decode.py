@@ -115,6 +115,10 @@ class Decoder:
         self._addrs = _Memo(lambda key: dst_ip(*key))
         self._comms = _Memo(lambda raw: raw.split(b"\0", 1)[0].decode(errors="replace"))
 
+    def now(self) -> str:
+        """The wall clock now, formatted as record timestamps are."""
+        return self._ts(time.clock_gettime_ns(time.CLOCK_REALTIME))
+
     def resync_clock(self) -> None:
         """Re-read the boot->wall offset (wall time may have been stepped)."""
         self._offset = boot_to_wall_ns()

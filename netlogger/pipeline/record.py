@@ -79,6 +79,7 @@ GAP_KINDS = {
     "throttled": "allowed records dropped by the kernel's per-cgroup token bucket",
     "ringbuf_full": "records the kernel could not reserve because the ring was full",
     "queue_full": "records a sink's queue in the agent had no room for",
+    "sink_failed": "records a sink raised an error on and did not take",
     "spool_evicted": "records evicted from a sink's on-disk spool to respect its size cap",
     "undecodable": "ring records the agent could not decode",
 }

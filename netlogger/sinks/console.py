@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from netlogger.pipeline.record import Record
+from netlogger.pipeline.record import Gap, Item, Record
 
 RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
 RED, GREEN, YELLOW, MAGENTA, CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[35m", "\033[36m"
@@ -58,6 +58,22 @@ def format_record(rec: Record, color: bool) -> str:
     return "  ".join(parts)
 
 
+def format_gap(gap: Gap, color: bool) -> str:
+    where = f"cgroup {gap.cgroup_id}" if gap.cgroup_id else "agent"
+    who = "/".join(p for p in (gap.agent, gap.project) if p)
+    seqs = f" seq {gap.gap_seq_first}-{gap.gap_seq_last}" if gap.gap_seq_first is not None else ""
+    sink = f" in {gap.gap_sink}" if gap.gap_sink else ""
+    text = (
+        f"{gap.ts[11:23]}  {'GAP':<7}  {gap.gap_kind:<8}  {who or where}  "
+        f"lost {gap.gap_count} record(s){sink}{seqs}"
+    )
+    return BOLD + MAGENTA + text + RESET if color else text
+
+
+def format_item(item: Item, color: bool) -> str:
+    return format_gap(item, color) if isinstance(item, Gap) else format_record(item, color)
+
+
 class ConsoleSink:
     name = "console"
 
@@ -65,9 +81,9 @@ class ConsoleSink:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty() if color is None else color
 
-    def export(self, batch: Sequence[Record]) -> None:
+    def export(self, batch: Sequence[Item]) -> None:
         if batch:
-            self.stream.write("".join(format_record(r, self.color) + "\n" for r in batch))
+            self.stream.write("".join(format_item(r, self.color) + "\n" for r in batch))
             self.stream.flush()
 
     def force_flush(self, timeout: float = 5.0) -> None:

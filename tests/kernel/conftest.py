@@ -7,7 +7,6 @@ it is removed on the way out, pass or fail.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,7 +23,6 @@ from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.record import Record
 from netlogger.policy.compile import PolicySet
-from netlogger.workload import Workload
 
 POLICY = """
 policies:
@@ -42,29 +40,6 @@ policies:
     icmp: allow
     log_loopback: true
 """
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def scope() -> Iterator[cgroup.Cgroup]:
-    with sandbox.cgroup(cgroup.root(), unique("nltest")) as cg:
-        yield cg
-
-
-@pytest.fixture
-def pin_root() -> Iterator[Path]:
-    path = Path("/sys/fs/bpf") / unique("nltest")
-    yield path
-    loader.teardown(path)
-
-
-@pytest.fixture
-def net() -> Iterator[sandbox.Net]:
-    with sandbox.network() as n:
-        yield n
 
 
 @pytest.fixture
@@ -90,19 +65,6 @@ def enforcer(plane: loader.Plane, policies: PolicySet) -> Enforcer:
     enforcer = Enforcer(plane, policies)
     enforcer.apply_policies(policies)
     return enforcer
-
-
-@pytest.fixture
-def spawn(net: sandbox.Net) -> Iterator[Any]:
-    made: list[Workload] = []
-
-    def make(cg: cgroup.Cgroup) -> Workload:
-        made.append(Workload(net.workload_ns, cg.path))
-        return made[-1]
-
-    yield make
-    for w in made:
-        w.close()
 
 
 @pytest.fixture

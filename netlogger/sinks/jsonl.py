@@ -1,0 +1,71 @@
+"""JSON lines on disk, rotated by size, kept to a count: the agent's local history.
+
+The rotation itself is the standard library's (RotatingFileHandler renames
+egress.jsonl -> .1 -> .2 ...); this sink only decides when, writing whole
+batches so a line is never split across files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+import msgspec
+
+from netlogger.pipeline.record import Item
+
+
+class JsonlSink:
+    name = "jsonl"
+    durable = True  # the agent releases ring space only after this sink has written
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._files = RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8"
+        )
+        self._encoder = msgspec.json.Encoder()
+        self.written = 0
+
+    def export(self, batch: Sequence[Item]) -> None:
+        if not batch:
+            return
+        text = self._encoder.encode_lines(batch).decode()
+        stream = self._files.stream
+        if stream.tell() and stream.tell() + len(text) > self._files.maxBytes:
+            self._files.doRollover()
+            stream = self._files.stream
+        stream.write(text)
+        stream.flush()
+        self.written += len(batch)
+
+    def force_flush(self, timeout: float = 5.0) -> None:
+        self._files.stream.flush()
+        os.fsync(self._files.stream.fileno())
+
+    def shutdown(self) -> None:
+        self.force_flush()
+        self._files.close()
+
+
+def history_files(path: Path) -> list[Path]:
+    """The current file and its rotated predecessors, oldest first."""
+    rotated = sorted(
+        path.parent.glob(path.name + ".*"),
+        key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0,
+    )
+    return [p for p in reversed(rotated) if p.suffix[1:].isdigit()] + (
+        [path] if path.exists() else []
+    )
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """Every line of the history, oldest first; a torn last line is skipped."""
+    for file in history_files(path):
+        with file.open("rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):
+                    yield line
