@@ -179,8 +179,8 @@ struct nl_labels {
 	char policy[32];
 	char agent[64];
 	char project[64];
-	char container_id[64];
-	char path[256]; /* the cgroup directory, for people */
+	char container_id[72]; /* 64 hex digits and a NUL, padded to 8 bytes */
+	char path[256];	       /* the cgroup directory, for people */
 };
 
 /*

@@ -30,7 +30,7 @@ import msgspec
 from netlogger import control, privileges
 from netlogger.config.check import Checked
 from netlogger.config.model import Sink as SinkSpec
-from netlogger.containers import Container, Engine
+from netlogger.containers import DEFAULT_ENGINE, Container, Engine
 from netlogger.doctor import AF_PACKET_NOTE
 from netlogger.enforce import Enforcer, Enrolled, Target
 from netlogger.errors import KernelError, UsageError
@@ -289,11 +289,8 @@ class Agent:
         if path:
             return cgroup.resolve(path), None
         if self.engine is None:
-            self.engine = Engine(
-                self.config.containers.engine
-                if self.config.containers
-                else "unix:///var/run/docker.sock"
-            )
+            self.engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+            self._stack.callback(self.engine.close)
         container = self.engine.find(str(ref))
         return cgroup.resolve(container.cgroup), container
 

@@ -20,6 +20,7 @@ from netlogger.kernel import cgroup
 
 log = logging.getLogger("netlogger.containers")
 
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 AGENT_LABEL = "dev.clawker.agent"
 PROJECT_LABEL = "dev.clawker.project"
 
@@ -61,8 +62,11 @@ class Engine:
         self.url = url
         try:
             self._client = docker.DockerClient(base_url=url, timeout=10)
-        except docker.errors.DockerException as exc:
-            raise UsageError(f"cannot reach the Docker engine at {url}: {exc}") from None
+        except docker.errors.DockerException:
+            raise UsageError(
+                f"cannot reach the Docker engine at {url}; is dockerd running? "
+                "(set `containers.engine` in the config)"
+            ) from None
 
     def _container(self, obj: docker.models.containers.Container) -> Container:
         pid = int(obj.attrs["State"]["Pid"])
@@ -95,22 +99,26 @@ class Engine:
         stop: threading.Event,
     ) -> None:
         """Call `started`/`stopped` for labelled containers until `stop` is set."""
-        events = self._client.events(
+        # The event stream is quiet for long stretches: it gets a client without a read timeout.
+        listener = docker.DockerClient(base_url=self.url, timeout=None)
+        events = listener.events(
             decode=True, filters={"type": "container", "event": ["start", "die"], "label": label}
         )
-        stop_watch = threading.Thread(target=lambda: (stop.wait(), events.close()), daemon=True)
-        stop_watch.start()
-        for event in events:
-            if stop.is_set():
-                break
-            ref = event.get("id") or event.get("Actor", {}).get("ID", "")
-            try:
-                if event.get("status") == "start" or event.get("Action") == "start":
-                    started(self.find(ref))
-                else:
-                    stopped(ref)
-            except Exception as exc:  # one odd container must not end the watch
-                log.warning("container %s: %s", ref[:12], exc)
+        threading.Thread(target=lambda: (stop.wait(), events.close()), daemon=True).start()
+        try:
+            for event in events:
+                if stop.is_set():
+                    break
+                ref = event.get("id") or event.get("Actor", {}).get("ID", "")
+                try:
+                    if event.get("Action") == "start":
+                        started(self.find(ref))
+                    else:
+                        stopped(ref)
+                except Exception as exc:  # one odd container must not end the watch
+                    log.warning("container %s: %s", ref[:12], exc)
+        finally:
+            listener.close()
 
     def close(self) -> None:
         self._client.close()

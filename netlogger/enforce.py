@@ -135,6 +135,12 @@ class Enforcer:
             container_id=_text(target.container_id, abi.Labels.container_id, "container id"),
             path=_text(str(target.cgroup.path), abi.Labels.path, "cgroup path"),
         )
+        scope = self.plane.scope.path
+        if target.cgroup.path != scope and scope not in target.cgroup.path.parents:
+            raise UsageError(
+                f"{target.cgroup.path} is outside the agent's scope {scope}: the "
+                "programs never run there; widen the scope or move the workload"
+            )
         if target.cgroup.level >= abi.MAX_LEVELS:
             raise UsageError(f"{target.cgroup.path} is deeper than {abi.MAX_LEVELS} levels")
         p, cg = self.plane, target.cgroup.id

@@ -106,28 +106,27 @@ def check_source(src: Source, policies_only: bool = False) -> Checked:
         raise ConfigError([src.problem((), "the file must be a mapping of keys to values")])
     data = src.data
     if policies_only and set(data) - {"policies"}:
-        data = {"policies": data.get("policies", {})}
-        extra = sorted(set(src.data) - {"policies"})
+        extra = sorted(set(data) - {"policies"})
         raise ConfigError(
             [src.problem((k,), "a policy file holds only `policies:`") for k in extra]
         )
     problems = _shape(data, Config, ())
-    # Policies that are well-formed are still compiled, so their problems show up too.
-    raw_policies = data.get("policies")
-    broken = {path[:2] for path, _ in problems if path[:1] == ("policies",)}
-    sound = {
-        name: msgspec.convert(value, Policy)
-        for name, value in (raw_policies.items() if isinstance(raw_policies, dict) else [])
-        if ("policies", name) not in broken and ("policies",) not in broken
-    }
-    policies, located = compile_policies(sound)
-    if not problems:
-        config = msgspec.convert(data, Config)
-        located += _values(config, policies)
-    problems += located
     if problems:
-        found = [src.problem(path, text) for path, text in problems]
-        raise ConfigError(sorted(found, key=lambda p: p.line))
+        # Policies that are well-formed are still compiled, so their problems show up too.
+        raw = data.get("policies")
+        broken = {path[:2] for path, _ in problems if path[:1] == ("policies",)}
+        sound = {
+            name: msgspec.convert(value, Policy)
+            for name, value in (raw.items() if isinstance(raw, dict) else [])
+            if ("policies", name) not in broken and ("policies",) not in broken
+        }
+        problems += compile_policies(sound)[1]
+        raise ConfigError(sorted((src.problem(p, t) for p, t in problems), key=lambda p: p.line))
+    config = msgspec.convert(data, Config)
+    policies, located = compile_policies(config.policies)
+    located += _values(config, policies)
+    if located:
+        raise ConfigError(sorted((src.problem(p, t) for p, t in located), key=lambda p: p.line))
     return Checked(config, policies, src)
 
 

@@ -166,7 +166,7 @@ class Labels(ctypes.Structure):
         ("policy", ctypes.c_char * 32),
         ("agent", ctypes.c_char * 64),
         ("project", ctypes.c_char * 64),
-        ("container_id", ctypes.c_char * 64),
+        ("container_id", ctypes.c_char * 72),
         ("path", ctypes.c_char * 256),
     ]
 

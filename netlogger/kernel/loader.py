@@ -112,7 +112,11 @@ def current_layout() -> dict[str, dict[str, list[list[Any]]]]:
 
 
 def _convert(raw: bytes, old: list[list[Any]], new_type: Any) -> bytes:
-    """Re-lay one key or value by field name: new fields start at zero, gone ones drop."""
+    """Re-lay one key or value by field name: new fields start at zero, gone ones drop.
+
+    Fields of at most 8 bytes are integers and keep their value across a size change;
+    longer ones are byte strings and are zero-padded, or cut only where they hold zeros.
+    """
     new = {name: (off, size) for name, off, size in _layout_of(new_type)}
     out = bytearray(ctypes.sizeof(new_type))
     for name, off, size in old:
@@ -122,11 +126,17 @@ def _convert(raw: bytes, old: list[list[Any]], new_type: Any) -> bytes:
         if off + size > len(raw):
             raise StateError(f"layout record puts {name!r} past the end of a {len(raw)}-byte entry")
         chunk = raw[off : off + size]
-        if size != new_size:
+        if size != new_size and max(size, new_size) <= 8:
             value = int.from_bytes(chunk, sys.byteorder)
-            if max(size, new_size) > 8 or value >= 1 << (8 * new_size):
-                raise StateError(f"cannot migrate field {name!r} from {size} to {new_size} bytes")
+            if value >= 1 << (8 * new_size):
+                raise StateError(f"cannot migrate field {name!r}: {value} needs {size} bytes")
             chunk = value.to_bytes(new_size, sys.byteorder)
+        elif size != new_size:
+            if any(chunk[new_size:]):
+                raise StateError(
+                    f"cannot migrate field {name!r}: its value is longer than {new_size} bytes"
+                )
+            chunk = chunk[:new_size].ljust(new_size, b"\0")
         out[new_off : new_off + new_size] = chunk
     return bytes(out)
 

@@ -7,6 +7,7 @@ workloads); everything the agent pins or makes is removed afterwards.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -56,6 +57,16 @@ def netlogger(*args: str, timeout: float = 60, **kw: Any) -> subprocess.Complete
     )
 
 
+def docker_engine() -> dict[str, Any]:
+    """The test's Docker engine (.ci/monitor-setup.sh starts one), when there is one."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return {"containers": {"engine": host}}
+    if os.environ.get("CI"):
+        raise AssertionError("DOCKER_HOST is unset; CI must start dockerd (.ci/monitor-setup.sh)")
+    return {}
+
+
 class AgentProcess:
     """`netlogger run --config ...` with this test's scope, pins, socket, file and port."""
 
@@ -72,6 +83,7 @@ class AgentProcess:
             "state_dir": str(workdir / "state"),
             "sinks": [{"type": "jsonl", "path": str(self.jsonl)}],
             "policies": POLICIES,
+            **docker_engine(),
             **overrides,
         }
         self.config_file = workdir / "netlogger.yaml"
