@@ -234,6 +234,24 @@ def unpacker(cls: type[ctypes.Structure]) -> struct.Struct:
     return unpack
 
 
+def picker(cls: type[ctypes.Structure], names: list[str]) -> struct.Struct:
+    """A struct.Struct that reads only the named top-level fields of `cls`, in layout order."""
+    fmt, at = "=", 0
+    for name, ctype in cls._fields_:
+        if name in names:
+            field = getattr(cls, name)
+            fmt += "x" * (field.offset - at) + _format_of(ctype)
+            at = field.offset + field.size
+    assert [n for n, _ in cls._fields_ if n in names] == names, "names must be in layout order"
+    return struct.Struct(fmt)
+
+
+def span_of(cls: type[ctypes.Structure], first: str, end: str | None = None) -> slice:
+    """The byte range from field `first` up to field `end` (or the end of `cls`)."""
+    stop = getattr(cls, end).offset if end else ctypes.sizeof(cls)
+    return slice(getattr(cls, first).offset, stop)
+
+
 def layout(cls: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
     """(name, offset, size) of each top-level field: what pinned-state metadata records."""
     return [(name, getattr(cls, name).offset, getattr(cls, name).size) for name, _ in cls._fields_]

@@ -138,7 +138,8 @@ class RingReader:
         With `release`, their space in the ring is freed at once; without, it stays
         taken until `release()` is called with a position at or past them.
         """
-        start, prod = self.position, self._producer()
+        # Never read behind what is released: another consumer may have moved it on.
+        start, prod = max(self.position, self._consumer_pos.value), self._producer()
         at = self._page + (start & self._mask)
         batch, consumed = scan(self._data[at : at + (prod - start)], self.record_size)
         self.position = start + consumed

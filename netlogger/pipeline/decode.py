@@ -2,39 +2,49 @@
 by kind and skipped, never raised; an unknown enum value decodes as
 `unknown(N)` and is counted.
 
-This is the agent's hot path, so per-record work is table lookups: field
-positions come from abi.py once, flag bytes index a precomputed table, and
-strings that repeat (cgroup ids, rules, addresses) come from small caches.
+This is the agent's hot path. Most of a record repeats from one connect to the
+next (who decided, where to, which rule, the verdict), and those fields sit in
+three fixed byte ranges of the event. Their bytes are the cache key for
+everything derived from them, computed once per distinct combination; per
+record only the clock, sequence and process fields are unpacked. Records are
+built positionally, in Record's field order, which is 6x cheaper than by
+keyword; an import-time check holds the two orders together.
 """
 
 from __future__ import annotations
 
 import collections
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from netlogger.kernel import abi
-from netlogger.kernel.ringbuf import HEADER, Batch, span
+from netlogger.kernel.ringbuf import Batch
 from netlogger.pipeline.record import EVENT_NAMES, Record
 
 _EVENT = abi.unpacker(abi.Event)
 EVENT_SIZE = _EVENT.size
-# A uniform batch is unpacked in one pass: ring header skipped, then the event.
-_FRAMED = struct.Struct(
-    "=" + "x" * HEADER + _EVENT.format[1:] + "x" * (span(EVENT_SIZE) - HEADER - EVENT_SIZE)
-)
 _NAMES = abi.flat_names(abi.Event)
-(OP, VERSION, SIZE, TS, SEQ, CGROUP, TASK_CGROUP, COOKIE, PID, TID, UID, GID, RULE, POLICY,
- DADDR, DPORT, FAMILY, SOCK_TYPE, ACTION, MODE, REASON, FLAGS, COMM) = (
-    _NAMES.index(n) for n in (
-        "op", "version", "size", "ts_ns", "seq", "cgroup_id", "task_cgroup_id", "sock_cookie",
-        "pid", "tid", "uid", "gid", "rule_id", "policy_id", "daddr", "dport", "family",
-        "sock_type", "action", "mode", "reason", "flags", "comm",
-    )
-)  # fmt: skip
+# The fields that change from record to record, read straight from the event bytes.
+_DYNAMIC = abi.picker(abi.Event, ["ts_ns", "seq", "sock_cookie", "pid", "tid", "uid", "gid"])
+# The rest: the header's checks, both cgroup ids, and everything from the rule on.
+_CHECKS = abi.span_of(abi.Hdr, "op", "cpu")
+_CGROUPS = abi.span_of(abi.Event, "cgroup_id", "sock_cookie")
+_DECISION = abi.span_of(abi.Event, "rule_id")
+assert _NAMES[_NAMES.index("rule_id") :] == [
+    "rule_id", "policy_id", "daddr", "dport", "family", "sock_type", "protocol", "action",
+    "mode", "reason", "flags", "pad", "comm"]  # fmt: skip
+_I = {name: i for i, name in enumerate(_NAMES)}
+
+# Record's positional order, as _records lays it out.
+assert [f.name for f in msgspec.structs.fields(Record)][:27] == [
+    "event_name", "ts", "bpf_ts_ns", "seq", "action", "mode", "reason", "would_deny",
+    "cgroup_id", "task_cgroup_id", "l4_proto", "l4_proto_code", "ipv6", "ipv4_mapped", "nat64",
+    "no_dst", "identity", "policy", "comm", "pid", "tid", "uid", "gid", "sock_cookie", "rule",
+    "dst_ip", "dst_port"]  # fmt: skip
 
 _OPS = {abi.Op.CONNECT.value: EVENT_NAMES["connect"], abi.Op.SENDMSG.value: EVENT_NAMES["sendmsg"],
         abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"]}  # fmt: skip
@@ -45,12 +55,8 @@ _SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw"}
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _F = abi.Flag
 _MAPPED = int(_F.IPV4_MAPPED)  # a plain int: IntFlag arithmetic costs microseconds
-# flags byte -> (ipv6, ipv4_mapped, nat64, no_dst, would_deny)
-_FLAG_TABLE = [
-    tuple(bool(b & f) for f in (_F.IPV6, _F.IPV4_MAPPED, _F.NAT64, _F.NO_DST, _F.WOULD_DENY))
-    for b in range(256)
-]
 _CACHE_LIMIT = 65536
+_NS = 1_000_000_000
 
 
 def boot_to_wall_ns() -> int:
@@ -95,6 +101,11 @@ class _Memo(dict[Any, Any]):
         return value
 
 
+# What a record's static part decodes to: the event name, the 15 fields after
+# `seq`, the 3 optional destination fields, and which enums were unknown.
+Static = tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[str, ...]]
+
+
 class Decoder:
     """Turns raw ring records into Records; keeps counts of what it could not decode."""
 
@@ -105,15 +116,13 @@ class Decoder:
         host_name: str = "",
     ) -> None:
         self.host_name = host_name
+        self.rule_name = rule_name
+        self.policy_name = policy_name
         self.skipped: collections.Counter[str] = collections.Counter()
         self.unknown: collections.Counter[str] = collections.Counter()
         self._offset = boot_to_wall_ns()
         self._ts = Rfc3339()
-        self._ids = _Memo(str)
-        self._rules = _Memo(lambda rid: (str(rid), rule_name(rid) if rid else None))
-        self._policies = _Memo(policy_name)
-        self._addrs = _Memo(lambda key: dst_ip(*key))
-        self._comms = _Memo(lambda raw: raw.split(b"\0", 1)[0].decode(errors="replace"))
+        self._statics: dict[bytes, Static | str] = {}
 
     def now(self) -> str:
         """The wall clock now, formatted as record timestamps are."""
@@ -124,74 +133,84 @@ class Decoder:
         self._offset = boot_to_wall_ns()
 
     def forget_names(self) -> None:
-        """Drop cached rule and policy names (after a policy change)."""
-        self._rules.clear()
-        self._policies.clear()
+        """Drop what was cached from rule and policy names (after a policy change)."""
+        self._statics.clear()
 
-    def _enum(self, table: dict[int, str], value: int, kind: str) -> str:
-        name = table.get(value)
-        if name is None:
-            self.unknown[kind] += 1
+    def _static(self, v: tuple[Any, ...]) -> Static | str:
+        """Everything that follows from a record's static fields, or why it is skipped."""
+        if v[_I["version"]] != abi.ABI_VERSION:
+            return "version"
+        if v[_I["op"]] not in _OPS:
+            return "unknown_op"
+        if v[_I["size"]] != EVENT_SIZE:
+            return "size"
+        unknown: list[str] = []
+
+        def name(table: dict[int, str], field: str) -> str:
+            value = v[_I[field]]
+            if value in table:
+                return table[value]
+            unknown.append(field)
             return f"unknown({value})"
-        return name
 
-    def _valid(self, v: tuple[Any, ...]) -> bool:
-        if v[VERSION] != abi.ABI_VERSION:
-            self.skipped["version"] += 1
-        elif v[OP] not in _OPS:
-            self.skipped["unknown_op"] += 1
-        elif v[SIZE] != EVENT_SIZE:
-            self.skipped["size"] += 1
-        else:
-            return True
-        return False
-
-    def _record(self, v: tuple[Any, ...]) -> Record:
-        ipv6, mapped, nat64, no_dst, would_deny = _FLAG_TABLE[v[FLAGS]]
-        identity, rule = self._rules[v[RULE]]
-        ts_ns, sock_type = v[TS], v[SOCK_TYPE]
-        action = _ACTIONS.get(v[ACTION]) or self._enum(_ACTIONS, v[ACTION], "action")
-        return Record(
-            event_name=_OPS[v[OP]],
-            ts=self._ts(ts_ns + self._offset),
-            action=action,
-            mode=_MODES.get(v[MODE]) or self._enum(_MODES, v[MODE], "mode"),
-            reason=_REASONS.get(v[REASON]) or self._enum(_REASONS, v[REASON], "reason"),
-            would_deny=would_deny,
-            cgroup_id=self._ids[v[CGROUP]],
-            task_cgroup_id=self._ids[v[TASK_CGROUP]],
-            bpf_ts_ns=ts_ns,
-            seq=v[SEQ],
-            l4_proto=_SOCK_TYPES.get(sock_type) or self._enum({}, sock_type, "sock_type"),
-            l4_proto_code=sock_type,
-            ipv6=ipv6,
-            ipv4_mapped=mapped,
-            nat64=nat64,
-            no_dst=no_dst,
-            identity=identity,
-            policy=self._policies[v[POLICY]],
-            pid=v[PID],
-            tid=v[TID],
-            comm=self._comms[v[COMM]],
-            uid=v[UID],
-            gid=v[GID],
-            sock_cookie=v[COOKIE],
-            host_name=self.host_name,
-            rule=rule,
-            dst_ip=None if no_dst else self._addrs[v[FAMILY], v[FLAGS] & _MAPPED, v[DADDR]],
-            dst_port=None if no_dst else self._ids[v[DPORT]],
+        flags, rule_id = v[_I["flags"]], v[_I["rule_id"]]
+        no_dst = bool(flags & _F.NO_DST)
+        head = (
+            name(_ACTIONS, "action"), name(_MODES, "mode"), name(_REASONS, "reason"),
+            bool(flags & _F.WOULD_DENY), str(v[_I["cgroup_id"]]), str(v[_I["task_cgroup_id"]]),
+            name(_SOCK_TYPES, "sock_type"), v[_I["sock_type"]], bool(flags & _F.IPV6),
+            bool(flags & _F.IPV4_MAPPED), bool(flags & _F.NAT64), no_dst, str(rule_id),
+            self.policy_name(v[_I["policy_id"]]),
+            v[_I["comm"]].split(b"\0", 1)[0].decode(errors="replace"),
+        )  # fmt: skip
+        tail = (
+            self.rule_name(rule_id) if rule_id else None,
+            None if no_dst else dst_ip(v[_I["family"]], flags, v[_I["daddr"]]),
+            None if no_dst else str(v[_I["dport"]]),
         )
+        return _OPS[v[_I["op"]]], head, tail, tuple(unknown)
+
+    def _records(self, data: bytes, starts: Iterable[int]) -> list[Record]:
+        """The records of `data` at `starts`; each holds at least EVENT_SIZE bytes."""
+        statics, skipped, unknown = self._statics, self.skipped, self.unknown
+        offset, host, second_ns, prefix = self._offset, self.host_name, -1, ""
+        checks, cgroups, decision = _CHECKS, _CGROUPS, _DECISION
+        dynamic = _DYNAMIC.unpack_from
+        out: list[Record] = []
+        append = out.append
+        for o in starts:
+            event = data[o : o + EVENT_SIZE]
+            key = event[checks] + event[cgroups] + event[decision]
+            static = statics.get(key)
+            if static is None:
+                if len(statics) >= _CACHE_LIMIT:
+                    statics.clear()
+                static = statics[key] = self._static(_EVENT.unpack_from(event))
+            if static.__class__ is str:
+                skipped[static] += 1
+                continue
+            event_name, head, tail, unknown_kinds = static
+            if unknown_kinds:
+                unknown.update(unknown_kinds)
+            ts_ns, seq, cookie, pid, tid, uid, gid = dynamic(event)
+            wall = ts_ns + offset
+            if not 0 <= wall - second_ns < _NS:
+                prefix = self._ts(wall)[:19]
+                second_ns = wall - wall % _NS
+            append(Record(
+                event_name, f"{prefix}.{wall - second_ns:09d}Z", ts_ns, seq, *head,
+                pid, tid, uid, gid, cookie, *tail, host,
+            ))  # fmt: skip
+        return out
 
     def decode(self, raw: bytes) -> Record | None:
         if len(raw) < EVENT_SIZE:
             self.skipped["short"] += 1
             return None
-        v = _EVENT.unpack_from(raw)
-        return self._record(v) if self._valid(v) else None
+        records = self._records(raw, (0,))
+        return records[0] if records else None
 
     def decode_all(self, raws: Iterable[bytes]) -> list[Record]:
         if isinstance(raws, Batch) and raws.uniform == EVENT_SIZE:
-            region = memoryview(raws.data)[: len(raws) * _FRAMED.size]
-            valid, record = self._valid, self._record
-            return [record(v) for v in _FRAMED.iter_unpack(region) if valid(v)]
+            return self._records(raws.data, raws.starts)
         return [r for r in map(self.decode, raws) if r is not None]

@@ -19,16 +19,18 @@ EVENT_NAMES = {
 
 
 class Record(msgspec.Struct, omit_defaults=True, gc=False):
+    # Field order is the decoder's positional order (see decode.py); keys, not order,
+    # are the contract.
     event_name: str = msgspec.field(name="event.name")
     ts: str  # RFC 3339 with nanoseconds, from the kernel's clock
+    bpf_ts_ns: int
+    seq: int
     action: str  # allowed / denied / bypassed
     mode: str  # enforce / audit / bypass
     reason: str
     would_deny: bool
     cgroup_id: str
     task_cgroup_id: str
-    bpf_ts_ns: int
-    seq: int
     l4_proto: str  # stream / dgram / raw
     l4_proto_code: int
     ipv6: bool
@@ -37,20 +39,20 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     no_dst: bool
     identity: str  # rule id, "0" when none
     policy: str
+    comm: str
     pid: int
     tid: int
-    comm: str
     uid: int
     gid: int
     sock_cookie: int
+    rule: str | None = None
+    dst_ip: str | None = None
+    dst_port: str | None = None
     host_name: str = msgspec.field(name="host.name", default="")
     container_id: str = ""
     agent: str = ""
     project: str = ""
     attribution: str | None = None  # why container/agent/project are empty
-    rule: str | None = None
-    dst_ip: str | None = None
-    dst_port: str | None = None
     dst_host: str | None = None
 
 

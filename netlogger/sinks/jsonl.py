@@ -33,17 +33,19 @@ class JsonlSink:
     def export(self, batch: Sequence[Item]) -> None:
         if not batch:
             return
-        text = self._encoder.encode_lines(batch).decode()
-        stream = self._files.stream
-        if stream.tell() and stream.tell() + len(text) > self._files.maxBytes:
+        data = self._encoder.encode_lines(batch)
+        # Bytes go to the binary layer under the handler's text stream: nothing is
+        # ever written through the text layer, and UTF-8 JSON needs no re-encoding.
+        stream = self._files.stream.buffer
+        if stream.tell() and stream.tell() + len(data) > self._files.maxBytes:
             self._files.doRollover()
-            stream = self._files.stream
-        stream.write(text)
+            stream = self._files.stream.buffer
+        stream.write(data)
         stream.flush()
         self.written += len(batch)
 
     def force_flush(self, timeout: float = 5.0) -> None:
-        self._files.stream.flush()
+        self._files.stream.buffer.flush()
         os.fsync(self._files.stream.fileno())
 
     def shutdown(self) -> None:
