@@ -12,6 +12,12 @@ CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 21, 38
 NEEDED = {"CAP_BPF": CAP_BPF, "CAP_NET_ADMIN": CAP_NET_ADMIN, "CAP_SYS_ADMIN": CAP_SYS_ADMIN}
 
 
+# What a deployment grants (deploy/netlogger.service, deploy/compose.yaml): the
+# three above, plus CAP_PERFMON for program run statistics and CAP_SYS_RESOURCE
+# for RLIMIT_MEMLOCK on kernels before 5.11.
+DEPLOYED = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_PERFMON", "CAP_SYS_RESOURCE"]
+
+
 def effective(status: Path = Path("/proc/self/status")) -> int:
     for line in status.read_text().splitlines():
         if line.startswith("CapEff:"):
