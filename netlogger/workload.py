@@ -78,6 +78,15 @@ def time_connects(family: int, addr: str, port: int, count: int) -> float:
         return (time.perf_counter_ns() - start) / count
 
 
+def paced(family: int, addr: str, port: int, count: int, interval: float) -> int:
+    """`count` UDP connects, one every `interval` seconds (for latency measurements)."""
+    with socket.socket(_FAMILIES[family], socket.SOCK_DGRAM) as s:
+        for _ in range(count):
+            _errno(lambda: s.connect((addr, port)))
+            time.sleep(interval)
+    return count
+
+
 def join_cgroup(path: str) -> int:
     """Move this process into `path`, as a workload escaping into a child cgroup would."""
     os.makedirs(path, exist_ok=True)
@@ -109,6 +118,7 @@ COMMANDS = {
     "socket": open_socket,
     "flood": flood,
     "time_connects": time_connects,
+    "paced": paced,
     "join_cgroup": join_cgroup,
     "listen": listen,
     "connect_established": connect_established,
