@@ -14,18 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import threading
-import uuid
-from contextlib import ExitStack
-from pathlib import Path
 
-from netlogger import sandbox
-from netlogger.config.check import check_source
-from netlogger.config.source import parse
-from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import cgroup, loader
-from netlogger.workload import Workload
-
-POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: [5000]}\n"
+from bench.harness import bench_plane
+from netlogger.kernel import loader
 
 
 def main() -> None:
@@ -33,23 +24,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    policies = check_source(parse(POLICY, "bench")).policies
-
-    with ExitStack() as stack:
-        net = stack.enter_context(sandbox.network(tag))
-        root = cgroup.root()
-        bare = stack.enter_context(sandbox.cgroup(root, f"nlbench-bare-{tag}"))
-        scope = stack.enter_context(sandbox.cgroup(root, f"nlbench-scope-{tag}"))
-        passing = stack.enter_context(sandbox.cgroup(scope, "passing"))
-        recorded = stack.enter_context(sandbox.cgroup(scope, "recorded"))
-        pin_root = Path(f"/sys/fs/bpf/nlbench-{tag}")
-        stack.callback(loader.teardown, pin_root)
-        settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
-        plane = stack.enter_context(loader.loaded(pin_root, scope, settings))
-        enforcer = Enforcer(plane, policies)
-        enforcer.apply_policies(policies)
-        enforcer.enroll(Target(recorded, "bench"))
+    settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
+    with bench_plane(settings) as bench:
+        stack, net, plane = bench.stack, bench.net, bench.plane
+        bare = bench.outside("nlbench-bare")
+        passing = bench.child("passing", enroll=False)
+        recorded = bench.child("recorded")
         ring = stack.enter_context(plane.reader())
         stop = threading.Event()
         drained = [0]
@@ -64,7 +44,7 @@ def main() -> None:
         stack.callback(drainer.join)
         stack.callback(stop.set)
 
-        w = stack.enter_context(Workload(net.workload_ns, bare.path))
+        w = bench.workload(bare)
         samples: dict[str, list[float]] = {"bare": [], "passing": [], "recorded": []}
         w("time_connects", family=4, addr=net.peer4, port=5000, count=args.count // 4)  # warm up
         for _ in range(args.rounds):

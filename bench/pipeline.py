@@ -14,21 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
-from bench.ring_drain import POLICY, callback_drain
-from netlogger import sandbox
-from netlogger.config.check import check_source
-from netlogger.config.source import parse
-from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import cgroup, loader
+from bench.harness import bench_plane, rates
+from bench.ring_drain import callback_drain
+from netlogger.kernel import loader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.sinks.jsonl import JsonlSink
-from netlogger.workload import Workload
 
 
 def main() -> None:
@@ -36,26 +29,14 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    policies = check_source(parse(POLICY, "bench")).policies
-    rates: dict[str, list[float]] = {"callback": [], "pipeline": []}
-
-    with ExitStack() as stack:
-        net = stack.enter_context(sandbox.network(tag))
-        scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"nlbench-{tag}"))
-        producer = stack.enter_context(sandbox.cgroup(scope, "producer"))
-        pin_root = Path(f"/sys/fs/bpf/nlbench-{tag}")
-        stack.callback(loader.teardown, pin_root)
-        settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
-        plane = stack.enter_context(loader.loaded(pin_root, scope, settings))
-        enforcer = Enforcer(plane, policies)
-        enforcer.apply_policies(policies)
-        enforcer.enroll(Target(producer, "bench", agent="bench-agent", project="bench"))
-        ring = stack.enter_context(plane.reader())
-        w = stack.enter_context(Workload(net.workload_ns, producer.path))
-        out = Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
-        sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
-        stack.callback(sink.shutdown)
+    settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
+    with bench_plane(settings) as bench, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
+        plane, policies = bench.plane, bench.policies
+        producer = bench.child("producer", agent="bench-agent", project="bench")
+        ring = bench.stack.enter_context(plane.reader())
+        w = bench.workload(producer)
+        sink = JsonlSink(Path(out) / "egress.jsonl", 1 << 30, 2)
+        bench.stack.callback(sink.shutdown)
         by_id = policies.by_id()
         decoder = Decoder(
             lambda r: policies.rules[r].name if r in policies.rules else None,
@@ -71,21 +52,17 @@ def main() -> None:
             sink.export(records)
             return len(records)
 
-        for _ in range(args.rounds):
-            for name, move in (
-                ("callback", lambda: len(callback_drain(plane.ring_fd))),
-                ("pipeline", pipeline),
-            ):
-                w("flood", family=4, addr=net.peer4, port=5000, count=args.records)
-                start = time.perf_counter()
-                moved = move()
-                elapsed = time.perf_counter() - start
-                assert moved == args.records, (name, moved)
-                rates[name].append(args.records / elapsed)
+        fill = lambda: w("flood", family=4, addr=bench.net.peer4, port=5000, count=args.records)  # noqa: E731
+        measured = rates(
+            args.rounds,
+            args.records,
+            fill,
+            {"callback": lambda: len(callback_drain(plane.ring_fd)), "pipeline": pipeline},
+        )
         lost = plane.cgroup_state.lookup(producer.id).ringbuf_lost
 
-    base = statistics.median(rates["callback"])
-    pipe = statistics.median(rates["pipeline"])
+    base = statistics.median(measured["callback"])
+    pipe = statistics.median(measured["pipeline"])
     print(
         f"decode + enrich + JSONL, {args.records} records per round, median of {args.rounds} "
         f"({lost} lost)"

@@ -1,0 +1,80 @@
+"""What every kernel benchmark stands on: a sandboxed plane with a permissive policy.
+
+A network namespace pair, a scope cgroup of its own and a pin root of its own,
+all removed on the way out; children of the scope are enrolled on request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from netlogger import sandbox
+from netlogger.config.check import check_source
+from netlogger.config.source import parse
+from netlogger.enforce import Enforcer, Target
+from netlogger.kernel import cgroup, loader
+from netlogger.kernel.cgroup import Cgroup
+from netlogger.policy.compile import PolicySet
+from netlogger.workload import Workload
+
+POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: [5000]}\n"
+
+
+@dataclass
+class Bench:
+    net: sandbox.Net
+    scope: Cgroup
+    plane: loader.Plane
+    policies: PolicySet
+    enforcer: Enforcer
+    stack: ExitStack
+    tag: str
+
+    def child(self, name: str, enroll: bool = True, **labels: str) -> Cgroup:
+        cg = self.stack.enter_context(sandbox.cgroup(self.scope, name))
+        if enroll:
+            self.enforcer.enroll(Target(cg, "bench", **labels))
+        return cg
+
+    def outside(self, name: str) -> Cgroup:
+        """A cgroup beside the scope: no program ever runs for it."""
+        return self.stack.enter_context(sandbox.cgroup(cgroup.root(), f"{name}-{self.tag}"))
+
+    def workload(self, cg: Cgroup) -> Workload:
+        return self.stack.enter_context(Workload(self.net.workload_ns, cg.path))
+
+
+@contextmanager
+def bench_plane(settings: loader.Settings) -> Iterator[Bench]:
+    tag = uuid.uuid4().hex[:8]
+    policies = check_source(parse(POLICY, "bench")).policies
+    with ExitStack() as stack:
+        net = stack.enter_context(sandbox.network(tag))
+        scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"nlbench-{tag}"))
+        pin_root = Path(f"/sys/fs/bpf/nlbench-{tag}")
+        stack.callback(loader.teardown, pin_root)
+        plane = stack.enter_context(loader.loaded(pin_root, scope, settings))
+        enforcer = Enforcer(plane, policies)
+        enforcer.apply_policies(policies)
+        yield Bench(net, scope, plane, policies, enforcer, stack, tag)
+
+
+def rates(
+    rounds: int, records: int, fill: Callable[[], object], movers: dict[str, Callable[[], int]]
+) -> dict[str, list[float]]:
+    """Records/s of each mover, each round refilling the ring before every mover runs."""
+    out: dict[str, list[float]] = {name: [] for name in movers}
+    for _ in range(rounds):
+        for name, move in movers.items():
+            fill()
+            start = time.perf_counter()
+            moved = move()
+            elapsed = time.perf_counter() - start
+            assert moved == records, (name, moved)
+            out[name].append(records / elapsed)
+    return out
