@@ -97,26 +97,7 @@ def test_tail_filters_and_history(agent, scope, spawn) -> None:
             w("connect", family=4, type="tcp", addr="198.18.0.2", port=443)
             w("connect", family=4, type="tcp", addr="198.18.0.2", port=22)
         agent.wait_for_lines(lambda ls: len(decisions(ls)) >= 4)
-        tail = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "netlogger",
-                "tail",
-                "--json",
-                "--since",
-                "5m",
-                "--action",
-                "denied",
-                "--agent",
-                "beta",
-                "--control-socket",
-                str(agent.socket),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
+        tail = start_tail(agent, "--since", "5m", "--action", "denied", "--agent", "beta")
         history = read_tail(tail, 1)
     assert [(r["agent"], r["action"], r["dst_port"]) for r in history] == [("beta", "denied", "22")]
 
