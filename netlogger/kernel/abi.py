@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import itertools
 import struct
 from typing import Any
 
@@ -244,6 +245,15 @@ def picker(cls: type[ctypes.Structure], names: list[str]) -> struct.Struct:
             at = field.offset + field.size
     assert [n for n, _ in cls._fields_ if n in names] == names, "names must be in layout order"
     return struct.Struct(fmt)
+
+
+def fields_format(cls: type[ctypes.Structure], names: list[str]) -> str:
+    """struct codes for the named fields of `cls`, which must lie back to back."""
+    fields = [getattr(cls, n) for n in names]
+    for before, after in itertools.pairwise(fields):
+        assert before.offset + before.size == after.offset, f"{names} are not contiguous"
+    types = dict(cls._fields_)
+    return "".join(_format_of(types[n]) for n in names)
 
 
 def span_of(cls: type[ctypes.Structure], first: str, end: str | None = None) -> slice:

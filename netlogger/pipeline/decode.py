@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,22 +23,44 @@ from typing import Any
 import msgspec
 
 from netlogger.kernel import abi
-from netlogger.kernel.ringbuf import Batch
+from netlogger.kernel.ringbuf import HEADER, Batch, span
 from netlogger.pipeline.record import EVENT_NAMES, Record
 
 _EVENT = abi.unpacker(abi.Event)
 EVENT_SIZE = _EVENT.size
 _NAMES = abi.flat_names(abi.Event)
-# The fields that change from record to record, read straight from the event bytes.
-_DYNAMIC = abi.picker(abi.Event, ["ts_ns", "seq", "sock_cookie", "pid", "tid", "uid", "gid"])
-# The rest: the header's checks, both cgroup ids, and everything from the rule on.
-_CHECKS = abi.span_of(abi.Hdr, "op", "cpu")
-_CGROUPS = abi.span_of(abi.Event, "cgroup_id", "sock_cookie")
-_DECISION = abi.span_of(abi.Event, "rule_id")
-assert _NAMES[_NAMES.index("rule_id") :] == [
-    "rule_id", "policy_id", "daddr", "dport", "family", "sock_type", "protocol", "action",
-    "mode", "reason", "flags", "pad", "comm"]  # fmt: skip
-_I = {name: i for i, name in enumerate(_NAMES)}
+_CHECK_FIELDS = ["op", "version", "size"]
+_CGROUP_FIELDS = ["cgroup_id", "task_cgroup_id"]
+_DECISION_FIELDS = _NAMES[_NAMES.index("rule_id") :]  # destination, verdict, comm
+_CLOCK_FIELDS = ["ts_ns", "seq"]
+_TASK_FIELDS = ["sock_cookie", "pid", "tid", "uid", "gid"]
+assert _DECISION_FIELDS[-1] == "comm" and "ts_ns" not in _DECISION_FIELDS
+
+
+def _bytes(cls: type, first: str, end: str | None = None) -> str:
+    part = abi.span_of(cls, first, end)
+    return f"{part.stop - part.start}s"
+
+
+# One record in one call: the three byte groups that form the cache key (the
+# header's checks, both cgroup ids, everything from the rule on) and, between
+# them, the fields that change from record to record.
+_ROW_FORMAT = (
+    _bytes(abi.Hdr, "op", "cpu") + f"{abi.Hdr.cpu.size}x"
+    + abi.fields_format(abi.Event, _CLOCK_FIELDS) + _bytes(abi.Event, "cgroup_id", "sock_cookie")
+    + abi.fields_format(abi.Event, _TASK_FIELDS) + _bytes(abi.Event, "rule_id")
+)  # fmt: skip
+_ROW = struct.Struct("=" + _ROW_FORMAT)
+# A uniform batch is unpacked in one pass over the region, ring headers skipped.
+_FRAMED = struct.Struct(f"={HEADER}x{_ROW_FORMAT}{span(EVENT_SIZE) - HEADER - EVENT_SIZE}x")
+# The cache key is the three byte groups back to back; this reads it as fields.
+_KEY_FIELDS = _CHECK_FIELDS + _CGROUP_FIELDS + _DECISION_FIELDS
+_KEY = struct.Struct(
+    "=" + abi.fields_format(abi.Hdr, _CHECK_FIELDS) + abi.fields_format(abi.Event, _CGROUP_FIELDS)
+    + abi.fields_format(abi.Event, _DECISION_FIELDS)
+)  # fmt: skip
+_K = {name: i for i, name in enumerate(_KEY_FIELDS)}
+assert _ROW.size == EVENT_SIZE
 
 # Record's positional order, as _records lays it out.
 assert [f.name for f in msgspec.structs.fields(Record)][:27] == [
@@ -138,61 +161,57 @@ class Decoder:
 
     def _static(self, v: tuple[Any, ...]) -> Static | str:
         """Everything that follows from a record's static fields, or why it is skipped."""
-        if v[_I["version"]] != abi.ABI_VERSION:
+        if v[_K["version"]] != abi.ABI_VERSION:
             return "version"
-        if v[_I["op"]] not in _OPS:
+        if v[_K["op"]] not in _OPS:
             return "unknown_op"
-        if v[_I["size"]] != EVENT_SIZE:
+        if v[_K["size"]] != EVENT_SIZE:
             return "size"
         unknown: list[str] = []
 
         def name(table: dict[int, str], field: str) -> str:
-            value = v[_I[field]]
+            value = v[_K[field]]
             if value in table:
                 return table[value]
             unknown.append(field)
             return f"unknown({value})"
 
-        flags, rule_id = v[_I["flags"]], v[_I["rule_id"]]
+        flags, rule_id = v[_K["flags"]], v[_K["rule_id"]]
         no_dst = bool(flags & _F.NO_DST)
         head = (
             name(_ACTIONS, "action"), name(_MODES, "mode"), name(_REASONS, "reason"),
-            bool(flags & _F.WOULD_DENY), str(v[_I["cgroup_id"]]), str(v[_I["task_cgroup_id"]]),
-            name(_SOCK_TYPES, "sock_type"), v[_I["sock_type"]], bool(flags & _F.IPV6),
+            bool(flags & _F.WOULD_DENY), str(v[_K["cgroup_id"]]), str(v[_K["task_cgroup_id"]]),
+            name(_SOCK_TYPES, "sock_type"), v[_K["sock_type"]], bool(flags & _F.IPV6),
             bool(flags & _F.IPV4_MAPPED), bool(flags & _F.NAT64), no_dst, str(rule_id),
-            self.policy_name(v[_I["policy_id"]]),
-            v[_I["comm"]].split(b"\0", 1)[0].decode(errors="replace"),
+            self.policy_name(v[_K["policy_id"]]),
+            v[_K["comm"]].split(b"\0", 1)[0].decode(errors="replace"),
         )  # fmt: skip
         tail = (
             self.rule_name(rule_id) if rule_id else None,
-            None if no_dst else dst_ip(v[_I["family"]], flags, v[_I["daddr"]]),
-            None if no_dst else str(v[_I["dport"]]),
+            None if no_dst else dst_ip(v[_K["family"]], flags, v[_K["daddr"]]),
+            None if no_dst else str(v[_K["dport"]]),
         )
-        return _OPS[v[_I["op"]]], head, tail, tuple(unknown)
+        return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 
-    def _records(self, data: bytes, starts: Iterable[int]) -> list[Record]:
-        """The records of `data` at `starts`; each holds at least EVENT_SIZE bytes."""
+    def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[Record]:
+        """Records from unpacked rows (see _ROW)."""
         statics, skipped, unknown = self._statics, self.skipped, self.unknown
         offset, host, second_ns, prefix = self._offset, self.host_name, -1, ""
-        checks, cgroups, decision = _CHECKS, _CGROUPS, _DECISION
-        dynamic = _DYNAMIC.unpack_from
         out: list[Record] = []
         append = out.append
-        for o in starts:
-            event = data[o : o + EVENT_SIZE]
-            key = event[checks] + event[cgroups] + event[decision]
+        for checks, ts_ns, seq, cgroups, cookie, pid, tid, uid, gid, decision in rows:
+            key = checks + cgroups + decision
             static = statics.get(key)
             if static is None:
                 if len(statics) >= _CACHE_LIMIT:
                     statics.clear()
-                static = statics[key] = self._static(_EVENT.unpack_from(event))
+                static = statics[key] = self._static(_KEY.unpack(key))
             if static.__class__ is str:
                 skipped[static] += 1
                 continue
             event_name, head, tail, unknown_kinds = static
             if unknown_kinds:
                 unknown.update(unknown_kinds)
-            ts_ns, seq, cookie, pid, tid, uid, gid = dynamic(event)
             wall = ts_ns + offset
             if not 0 <= wall - second_ns < _NS:
                 prefix = self._ts(wall)[:19]
@@ -207,10 +226,12 @@ class Decoder:
         if len(raw) < EVENT_SIZE:
             self.skipped["short"] += 1
             return None
-        records = self._records(raw, (0,))
+        records = self._records([_ROW.unpack_from(raw)])
         return records[0] if records else None
 
     def decode_all(self, raws: Iterable[bytes]) -> list[Record]:
         if isinstance(raws, Batch) and raws.uniform == EVENT_SIZE:
-            return self._records(raws.data, raws.starts)
+            return self._records(
+                _FRAMED.iter_unpack(memoryview(raws.data)[: len(raws) * _FRAMED.size])
+            )
         return [r for r in map(self.decode, raws) if r is not None]
