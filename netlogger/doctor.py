@@ -52,7 +52,9 @@ def _cgroup2() -> Check:
         mount = cgroup.find_mount()
     except NetloggerError as exc:
         return Check("cgroup2", "fail", str(exc))
-    return Check("cgroup2", "ok", f"mounted at {mount.path}")
+    # Hybrid hosts keep v1 controllers beside cgroup2; only cgroup2 matters here.
+    layout = "hybrid, beside cgroup v1" if mounts.of_type("cgroup") else "pure v2"
+    return Check("cgroup2", "ok", f"mounted at {mount.path} ({layout})")
 
 
 def _bpffs() -> Check:
@@ -68,13 +70,14 @@ def _btf() -> Check:
 
 
 def _features() -> list[Check]:
+    """One failing check per missing feature, each naming the release that brought it."""
     try:
         results = features.probe_all()
     except NetloggerError as exc:
-        return [Check("features", "fail", str(exc))]
+        return [Check("features", "fail", f"{type(exc).__name__}: {exc}")]
     missing = [r.feature for r in results if not r.present]
     checks = [
-        Check(f"feature: {f.name}", "fail", f"missing (mainline since about Linux {f.since})")
+        Check(f"feature: {f.name}", "fail", f"missing: needs Linux {f.since} or later")
         for f in missing
     ]
     if not missing:
