@@ -34,7 +34,10 @@ BPF_F_RDONLY_PROG = 1 << 7
 
 # The attach type each probed program type is loaded with: a cgroup_sock_addr
 # program without one is refused before the verifier looks at it.
-ATTACH_FOR = {PROG_CGROUP_SOCK: ATTACH_INET_SOCK_CREATE, PROG_CGROUP_SOCK_ADDR: ATTACH_INET4_CONNECT}
+ATTACH_FOR = {
+    PROG_CGROUP_SOCK: ATTACH_INET_SOCK_CREATE,
+    PROG_CGROUP_SOCK_ADDR: ATTACH_INET4_CONNECT,
+}
 
 # bpf(2) commands, and the syscall number per architecture.
 _MAP_CREATE, _PROG_LOAD, _LINK_CREATE = 0, 5, 28
