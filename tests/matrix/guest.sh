@@ -38,9 +38,12 @@ grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 say "cgroup2 $(awk '$3 == "cgroup2" {print $2}' /proc/mounts | head -n 1)"
 
 cd "$repo" || { say "error: no checkout at $repo"; exit 1; }
-# The shared root is read-only: no bytecode, no pytest cache. CI=1 turns a skipped kernel
-# test into a failure here too.
-export PYTHONDONTWRITEBYTECODE=1 CI=1 PATH="$(dirname "$py"):$PATH"
+# The shared root is read-only: no bytecode, no pytest cache. No third-party pytest plugins:
+# none is needed, hypothesis's warns about its read-only database (warnings are errors), and
+# each costs seconds of imports under TCG. Unbuffered, so progress streams to the console.
+# CI=1 turns a skipped kernel test into a failure here too.
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 CI=1
+export PATH="$(dirname "$py"):$PATH"
 
 set --
 while IFS= read -r arg; do
