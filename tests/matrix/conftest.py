@@ -29,3 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.matrix)
             if path.name in KERNEL:
                 item.add_marker(pytest.mark.kernel)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.matrix import runner
+
+    if runner.REPORT:
+        terminalreporter.write_sep("=", "kernel matrix")
+        for line in runner.REPORT:
+            terminalreporter.write_line(line)

@@ -35,6 +35,9 @@ done
 # cgroup2 is already at /sys/fs/cgroup (pure v2); /run is a tmpfs, so `ip netns` and
 # pyroute2 can make /run/netns; /tmp is a writable overlay for pytest's tmp_path.
 grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
+# Debian builds veth as a module and the guest has no udev to load it on demand: the
+# tests' network namespaces are joined by a veth pair.
+modprobe veth || say "warn: modprobe veth failed (modprobe path: $(cat /proc/sys/kernel/modprobe))"
 say "cgroup2 $(awk '$3 == "cgroup2" {print $2}' /proc/mounts | head -n 1)"
 
 cd "$repo" || { say "error: no checkout at $repo"; exit 1; }

@@ -19,6 +19,7 @@ namespace ends with the guest.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,9 @@ GUEST_TESTS = [
     # every probe on this kernel, and missing features named by doctor and the loader
     "tests/matrix/test_features.py",
 ]
+
+# Lines for the "kernel matrix" section of the pytest output (conftest.py prints them).
+REPORT: list[str] = []
 
 _SUMMARY = re.compile(r"\b\d+ (passed|failed|errors?|skipped|xfailed|xpassed)\b.* in [\d.]+s\b")
 
@@ -151,9 +155,9 @@ class GuestRun:
 
     @property
     def doctor(self) -> list[dict[str, Any]] | None:
-        import json
-
-        text = "\n".join(line[len("|doctor| ") :] for line in self.lines if line.startswith("|doctor| "))
+        text = "\n".join(
+            line[len("|doctor| ") :] for line in self.lines if line.startswith("|doctor| ")
+        )
         try:
             return json.loads(text) if text else None
         except ValueError:
