@@ -17,6 +17,7 @@ say() { echo "NLMX $*"; }
 # Kernel messages go to the same console; keep them off it while we talk.
 dmesg -n 1 2>/dev/null || true
 say "uname $(uname -r)"
+say "uname-v $(uname -v)"
 
 # The runner exports the interpreter's prefix and the checkout as extra 9p shares (in this
 # order). virtme mounts them uncached; remounted with cache=loose, Python's many stats and
@@ -35,8 +36,13 @@ done
 # cgroup2 is already at /sys/fs/cgroup (pure v2); /run is a tmpfs, so `ip netns` and
 # pyroute2 can make /run/netns; /tmp is a writable overlay for pytest's tmp_path.
 grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
-# Debian builds veth as a module and the guest has no udev to load it on demand: the
-# tests' network namespaces are joined by a veth pair.
+# The guest's modules: virtme links /lib/modules/<version> to the unpacked package in the
+# host's /var/cache/netlogger-matrix, but mounts an empty tmpfs over /var/cache; step it
+# aside. Debian builds veth as a module, and the tests join their network namespaces with a
+# veth pair.
+modules=/lib/modules/$(uname -r)
+[ -e "$modules/modules.dep" ] || umount /var/cache 2>/dev/null
+[ -e "$modules/modules.dep" ] || say "warn: no modules at $modules"
 modprobe veth || say "warn: modprobe veth failed (modprobe path: $(cat /proc/sys/kernel/modprobe))"
 say "cgroup2 $(awk '$3 == "cgroup2" {print $2}' /proc/mounts | head -n 1)"
 
