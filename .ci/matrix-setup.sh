@@ -39,14 +39,20 @@ _nl_matrix_setup() (
             "${missing[@]}" >/dev/null
     fi
 
-    # vagrant pulls libarchive-tools, which must match libarchive13 exactly. With stale lists
-    # (or a libarchive13 from bookworm-security newer than the lists know) apt refuses the
-    # pair; naming libarchive13 in the same transaction lets apt move both to one version.
+    # vagrant pulls libarchive-tools, which must be exactly libarchive13's version, and apt
+    # will not move an installed libarchive13 on its own to make them meet: the image's may
+    # be older than the lists' libarchive-tools (upgrade it in the same transaction), or newer
+    # than any libarchive-tools the lists offer (then take both at that candidate version).
     if ! command -v vagrant >/dev/null; then
         echo "matrix-setup: apt-get install vagrant (with a matching libarchive13)"
         apt_update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            libarchive13 libarchive-tools vagrant >/dev/null
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            libarchive13 libarchive-tools vagrant >/dev/null; then
+            ver=$(apt-cache policy libarchive-tools | awk '/Candidate:/ {print $2}')
+            echo "matrix-setup: retrying with libarchive13 and libarchive-tools at $ver"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                --allow-downgrades "libarchive13=$ver" "libarchive-tools=$ver" vagrant >/dev/null
+        fi
     fi
 
     # --- Python packages ------------------------------------------------------------------
