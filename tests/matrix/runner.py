@@ -19,6 +19,7 @@ namespace ends with the guest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -266,41 +267,44 @@ def boot(
         shutil.copy(GUEST_SCRIPT, work / "guest.sh")
         cmd = command(kernel, work, cpus, memory)
         start = time.monotonic()
-        proc = subprocess.Popen(
+        timed_out = threading.Event()
+        lines: list[str] = []
+        tail: list[str] = []
+        with subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # one process group: vng, virtiofsd attempts, qemu
+            start_new_session=True,  # one process group: unshare, vng, qemu
             cwd="/",
-        )
-        timed_out = threading.Event()
+        ) as proc:
 
-        def expire() -> None:
-            timed_out.set()
-            os.killpg(proc.pid, signal.SIGKILL)
+            def kill_group() -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
-        timer = threading.Timer(timeout, expire)
-        timer.start()
-        lines: list[str] = []
-        tail: list[str] = []
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                text = raw.decode(errors="replace").rstrip("\r\n")
-                tail = [*tail[-39:], text]
-                marker = text.find("NLMX")
-                if marker < 0:
-                    continue
-                line = text[marker + 4 :].removeprefix(" ")
-                lines.append(line)
-                if echo:
-                    echo(line)
-            proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            def expire() -> None:
+                timed_out.set()
+                kill_group()
+
+            timer = threading.Timer(timeout, expire)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    text = raw.decode(errors="replace").rstrip("\r\n")
+                    tail = [*tail[-39:], text]
+                    marker = text.find("NLMX")
+                    if marker < 0:
+                        continue
+                    line = text[marker + 4 :].removeprefix(" ")
+                    lines.append(line)
+                    if echo:
+                        echo(line)
+            finally:
+                timer.cancel()
+                # Whatever vng left running in the group (qemu above all) goes with it.
+                kill_group()
                 proc.wait()
         return GuestRun(lines, time.monotonic() - start, timed_out.is_set(), tail)
 
