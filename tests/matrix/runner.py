@@ -259,7 +259,9 @@ def boot(
     echo: Callable[[str], None] | None = None,
 ) -> GuestRun:
     """Boot `kernel`, run guest.sh with `pytest_args`, and collect what it said."""
-    with tempfile.TemporaryDirectory(prefix="nlmx-") as tmp:
+    # Under /tmp whatever TMPDIR says: the guest sees the host's /tmp (through a writable
+    # overlay), while virtme hides other temporary places such as /var/tmp behind a tmpfs.
+    with tempfile.TemporaryDirectory(prefix="nlmx-", dir="/tmp") as tmp:
         work = Path(tmp)
         (work / "repo").write_text(f"{REPO}\n")
         (work / "python").write_text(f"{Path(sys.executable)}\n")
