@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ AF_PACKET_NOTE = (
     "reach, so an enrolled workload holding CAP_NET_RAW can bypass enforcement; "
     "drop CAP_NET_RAW from enrolled containers"
 )
+
+
+# The oldest kernel the kernel matrix (tests/matrix) runs the kernel tests on, in CI.
+# Informational only: whether netlogger runs here is for the probes and the trial load.
+TESTED_FLOOR = (6, 1)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,21 @@ def _libbpf_version() -> str:
         return "libbpf.so.1 (version unknown)"
     major.restype = minor.restype = ctypes.c_uint32
     return f"libbpf {major()}.{minor()}"
+
+
+def _kernel() -> Check:
+    release = platform.release()
+    detail = f"Linux {release} {platform.machine()}"
+    found = re.match(r"(\d+)\.(\d+)", release)
+    if found and (int(found[1]), int(found[2])) < TESTED_FLOOR:
+        floor = ".".join(map(str, TESTED_FLOOR))
+        return Check(
+            "kernel",
+            "warn",
+            f"{detail}: older than Linux {floor}, the oldest kernel CI tests; "
+            "the feature probes and the trial load below decide",
+        )
+    return Check("kernel", "ok", detail)
 
 
 def _privileges() -> Check:
@@ -106,7 +127,7 @@ def _stats() -> Check:
 
 def run_checks() -> list[Check]:
     checks = [
-        Check("kernel", "ok", f"Linux {platform.release()} {platform.machine()}"),
+        _kernel(),
         Check("libbpf", "ok", _libbpf_version()),
         _privileges(),
         _cgroup2(),

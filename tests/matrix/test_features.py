@@ -116,3 +116,18 @@ def test_loader_refuses_before_touching_anything(impossible: None, scope: cgroup
     assert not pin_root.exists()
     with pytest.raises(NotSupportedError, match=re.escape(IMPOSSIBLE.name)):
         loader.trial(scope)
+
+
+@pytest.mark.parametrize(
+    ("release_", "status"),
+    [("6.1.0-57-amd64", "ok"), ("6.18.44", "ok"), ("5.15.0-91-generic", "warn")],
+)
+def test_doctor_warns_below_the_tested_floor(
+    monkeypatch: pytest.MonkeyPatch, release_: str, status: str
+) -> None:
+    monkeypatch.setattr(platform, "release", lambda: release_)
+    check = doctor._kernel()
+    assert (check.name, check.status) == ("kernel", status)
+    assert check.detail.startswith(f"Linux {release_} ")
+    if status == "warn":
+        assert "older than Linux 6.1, the oldest kernel CI tests" in check.detail
