@@ -58,8 +58,9 @@ _nl_matrix_setup() (
     # --- Python packages ------------------------------------------------------------------
     py=${PYTHON:-python3}
     if ! command -v vng >/dev/null || ! "$py" -c 'import virtme' 2>/dev/null; then
-        echo "matrix-setup: pip install virtme-ng"
-        "$py" -m pip install -q --disable-pip-version-check virtme-ng
+        # Pinned: the runner reads this version's console output and its share tags.
+        echo "matrix-setup: pip install virtme-ng==1.42"
+        "$py" -m pip install -q --disable-pip-version-check virtme-ng==1.42
     fi
 
     # --- Debian's 6.1 kernel, unpacked in the cache -----------------------------------------

@@ -24,13 +24,13 @@ say "uname-v $(uname -v)"
 # opens come from the guest's page cache instead of a TCG-emulated round trip each. Nothing
 # is written through them.
 i=0
-for dir in $(cat "$work/fast-dirs"); do
+while IFS= read -r dir; do
     if umount "$dir" 2>/dev/null; then
         mount -t 9p -o ro,version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose \
             "virtme.initmount$i" "$dir" || say "warn: cache=loose remount of $dir failed"
     fi
     i=$((i + 1))
-done
+done <"$work/fast-dirs"
 
 # What the product expects of a host, which a bare guest lacks: bpffs at /sys/fs/bpf.
 # cgroup2 is already at /sys/fs/cgroup (pure v2); /run is a tmpfs, so `ip netns` and
@@ -52,7 +52,8 @@ cd "$repo" || { say "error: no checkout at $repo"; exit 1; }
 # each costs seconds of imports under TCG. Unbuffered, so progress streams to the console.
 # CI=1 turns a skipped kernel test into a failure here too.
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 CI=1
-export PATH="$(dirname "$py"):$PATH"
+bindir=$(dirname "$py")
+export PATH="$bindir:$PATH"
 
 set --
 while IFS= read -r arg; do
