@@ -8,11 +8,12 @@ The kernel matrix (tests/matrix) runs every probe on each kernel it boots.
 Program types, helpers, instructions and links are probed by loading tiny
 programs with bpf(2) ourselves rather than through libbpf 1.1's
 `libbpf_probe_bpf_helper`: that one decides "absent" by matching the
-verifier's "unknown func" wording, which kernels since 6.2 replaced with
-"program of this type cannot use helper", so on current kernels it answers
-"supported" for helpers a program type may not call. Loading with the hook's
-own expected attach type also makes each probe ask about the context our
-programs really run in.
+verifier's "unknown func" wording (6.1 says so), which newer kernels replaced
+with "program of this type cannot use helper" (6.18 does), so there it
+answers "supported" for helpers a program type may not call: on this CI's
+6.18 it calls skb_load_bytes usable from cgroup/connect4. Loading with the
+hook's own expected attach type also makes each probe ask about the context
+our programs really run in.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _LOG_BYTES = 64 << 10
 
 # Verifier wording for "this helper is not for you": unknown id; known but not
-# allowed for the type (up to 6.1); known but not allowed (6.2 and later).
+# allowed for the type (6.1); the same, in newer kernels' words (6.18).
 _ABSENT_HELPER = ("invalid func ", "unknown func ", "cannot use helper ")
 
 
