@@ -57,17 +57,20 @@ GUEST_TESTS = [
     "tests/kernel/test_decisions.py::test_connect6_native",
     "tests/kernel/test_decisions.py::test_sendto6_native_denied",
     "tests/kernel/test_decisions.py::test_ipv4_mapped_forms_are_decided_as_ipv4",
+    "tests/kernel/test_decisions.py::test_nat64_form_is_decided_as_ipv4",
     # cgroup/sock_create: raw sockets always denied, ping sockets by policy
     "tests/kernel/test_decisions.py::test_raw_socket_denied",
     "tests/kernel/test_decisions.py::test_ping_socket_follows_policy",
-    # resolver_not_allowed; nearest enrolled ancestor; unenrolled passes without a record
+    # resolver_not_allowed; loopback; nearest enrolled ancestor; unenrolled passes unrecorded
     "tests/kernel/test_decisions.py::test_dns_only_to_the_policy_resolvers",
+    "tests/kernel/test_decisions.py::test_loopback_passes_unrecorded_unless_asked",
     "tests/kernel/test_decisions.py::test_child_cgroup_is_enforced",
     "tests/kernel/test_decisions.py::test_unenrolled_cgroup_passes_without_records",
     # modes: audit (would_deny) and a bypass that the kernel clock ends
     "tests/kernel/test_decisions.py::test_audit_allows_and_records_would_deny",
     "tests/kernel/test_modes.py::test_bypass_allows_then_kernel_returns_to_enforcement",
-    # ring full: losses counted per CPU and per cgroup
+    # ring full: losses counted per CPU and per cgroup. (The token-bucket flood test stays
+    # on the host: its bounds assume the host's syscall rate, which TCG is far from.)
     "tests/kernel/test_flood.py::test_full_ring_losses_are_counted",
     # pinned links swapped to a new loader's programs after the old one is killed
     "tests/kernel/test_restart.py::test_sigkill_loader_then_take_over",
@@ -139,6 +142,10 @@ class GuestRun:
     @property
     def uname(self) -> str | None:
         return self._value("uname")
+
+    @property
+    def uname_v(self) -> str | None:
+        return self._value("uname-v")
 
     @property
     def pytest_output(self) -> list[str]:

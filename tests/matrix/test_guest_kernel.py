@@ -47,6 +47,7 @@ def test_kernel_tests_pass_in_the_guest_kernel() -> None:
         [
             f"host kernel: {platform.release()} (the whole suite ran on it in this session)",
             f"guest kernel: uname -r = {run.uname} (booted {kernel.image})",
+            f"guest kernel: uname -v = {run.uname_v}",
             f"guest run: {run.seconds:.0f} s wall, TCG, {len(runner.GUEST_TESTS)} test entries",
             f"guest pytest: {run.summary}",
             *[f"  {line}" for line in run.pytest_output if "::" in line or "Error" in line],
