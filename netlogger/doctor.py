@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ AF_PACKET_NOTE = (
     "reach, so an enrolled workload holding CAP_NET_RAW can bypass enforcement; "
     "drop CAP_NET_RAW from enrolled containers"
 )
+
+
+# The oldest kernel the kernel matrix (tests/matrix) runs the kernel tests on, in CI.
+# Informational only: whether netlogger runs here is for the probes and the trial load.
+TESTED_FLOOR = (6, 1)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,21 @@ def _libbpf_version() -> str:
     return f"libbpf {major()}.{minor()}"
 
 
+def _kernel() -> Check:
+    release = platform.release()
+    detail = f"Linux {release} {platform.machine()}"
+    found = re.match(r"(\d+)\.(\d+)", release)
+    if found and (int(found[1]), int(found[2])) < TESTED_FLOOR:
+        floor = ".".join(map(str, TESTED_FLOOR))
+        return Check(
+            "kernel",
+            "warn",
+            f"{detail}: older than Linux {floor}, the oldest kernel CI tests; "
+            "the feature probes and the trial load below decide",
+        )
+    return Check("kernel", "ok", detail)
+
+
 def _privileges() -> Check:
     lacking = privileges.missing()
     if lacking:
@@ -52,7 +73,9 @@ def _cgroup2() -> Check:
         mount = cgroup.find_mount()
     except NetloggerError as exc:
         return Check("cgroup2", "fail", str(exc))
-    return Check("cgroup2", "ok", f"mounted at {mount.path}")
+    # Hybrid hosts keep v1 controllers beside cgroup2; only cgroup2 matters here.
+    layout = "hybrid, beside cgroup v1" if mounts.of_type("cgroup") else "pure v2"
+    return Check("cgroup2", "ok", f"mounted at {mount.path} ({layout})")
 
 
 def _bpffs() -> Check:
@@ -68,13 +91,14 @@ def _btf() -> Check:
 
 
 def _features() -> list[Check]:
+    """One failing check per missing feature, each naming the release that brought it."""
     try:
         results = features.probe_all()
     except NetloggerError as exc:
-        return [Check("features", "fail", str(exc))]
+        return [Check("features", "fail", f"{type(exc).__name__}: {exc}")]
     missing = [r.feature for r in results if not r.present]
     checks = [
-        Check(f"feature: {f.name}", "fail", f"missing (mainline since about Linux {f.since})")
+        Check(f"feature: {f.name}", "fail", f"missing: needs Linux {f.since} or later")
         for f in missing
     ]
     if not missing:
@@ -103,7 +127,7 @@ def _stats() -> Check:
 
 def run_checks() -> list[Check]:
     checks = [
-        Check("kernel", "ok", f"Linux {platform.release()} {platform.machine()}"),
+        _kernel(),
         Check("libbpf", "ok", _libbpf_version()),
         _privileges(),
         _cgroup2(),
