@@ -28,7 +28,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 echo "==> installing netlogger (compiles bpf/ into the package)"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_flags=(-q --disable-pip-version-check)
+# Debian 12 / Ubuntu 24.04 system Pythons refuse pip installs (PEP 668); this
+# host tool is installed for root's system Python on purpose.
+if python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(
+        os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  pip_flags+=(--break-system-packages)
+fi
+python3 -m pip install "${pip_flags[@]}" -e '.[test]'
 
 job="${1:-}"
 shift || true

@@ -6,8 +6,9 @@ loader refuses to load when one is missing, naming it; `doctor` lists them all.
 The kernel matrix (tests/matrix) runs every probe on each kernel it boots.
 
 Program types, helpers, instructions and links are probed by loading tiny
-programs with bpf(2) ourselves rather than through libbpf 1.1's
-`libbpf_probe_bpf_helper`: that one decides "absent" by matching the
+programs through libbpf's low-level `bpf_prog_load` and reading the verifier
+log ourselves, rather than through libbpf 1.1's `libbpf_probe_bpf_helper`:
+that one decides "absent" by matching the
 verifier's "unknown func" wording (6.1 says so), which newer kernels replaced
 with "program of this type cannot use helper" (6.18 does), so there it
 answers "supported" for helpers a program type may not call: on this CI's
@@ -21,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import errno as errnos
 import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,11 +40,6 @@ ATTACH_FOR = {
     PROG_CGROUP_SOCK_ADDR: ATTACH_INET4_CONNECT,
 }
 
-# bpf(2) commands, and the syscall number per architecture.
-_MAP_CREATE, _PROG_LOAD, _LINK_CREATE = 0, 5, 28
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
-
-_libc = ctypes.CDLL(None, use_errno=True)
 _LOG_BYTES = 64 << 10
 
 # Verifier wording for "this helper is not for you": unknown id; known but not
@@ -76,15 +71,6 @@ def _call(helper: int) -> bytes:
     return _insn(0x85, imm=helper)
 
 
-def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> tuple[int, int]:
-    """bpf(cmd, attr) -> (result, errno)."""
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise KernelError(f"feature probes do not know bpf(2) on {platform.machine()}")
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
-    return ret, (ctypes.get_errno() if ret < 0 else 0)
-
-
 def _check_privilege(err: int, what: str) -> None:
     # EPERM is the capability check; EACCES is also how the verifier says no.
     if err == errnos.EPERM:
@@ -92,24 +78,14 @@ def _check_privilege(err: int, what: str) -> None:
 
 
 def _load(prog_type: int, code: bytes, log: ctypes.Array[ctypes.c_char] | None) -> tuple[int, int]:
-    """BPF_PROG_LOAD of `code`: (fd or -1, errno). Closes nothing; the caller does."""
-    insns = ctypes.create_string_buffer(code, len(code))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(72)
-    fields = {
-        0: prog_type.to_bytes(4, "little"),
-        4: (len(code) // 8).to_bytes(4, "little"),
-        8: ctypes.addressof(insns).to_bytes(8, "little"),
-        16: ctypes.addressof(license_).to_bytes(8, "little"),
-        68: ATTACH_FOR.get(prog_type, 0).to_bytes(4, "little"),
-    }
+    """Load `code` as `prog_type`: (fd or -1, errno). Closes nothing; the caller does."""
+    opts = libbpf.ProgLoadOpts(
+        sz=ctypes.sizeof(libbpf.ProgLoadOpts), expected_attach_type=ATTACH_FOR.get(prog_type, 0)
+    )
     if log is not None:
-        fields[24] = (1).to_bytes(4, "little")  # log_level
-        fields[28] = len(log).to_bytes(4, "little")
-        fields[32] = ctypes.addressof(log).to_bytes(8, "little")
-    for offset, value in fields.items():
-        attr[offset : offset + len(value)] = value
-    return _bpf(_PROG_LOAD, attr)
+        opts.log_level, opts.log_size, opts.log_buf = 1, len(log), ctypes.addressof(log)
+    ret = libbpf.bpf_prog_load(prog_type, None, b"GPL", code, len(code) // 8, ctypes.byref(opts))
+    return (ret, 0) if ret >= 0 else (-1, -ret)
 
 
 def _loads(prog_type: int, code: bytes, what: str) -> bool:
@@ -186,11 +162,8 @@ def _cgroup_link() -> bool:
         _check_privilege(err, "cgroup link")
         return False
     try:
-        attr = ctypes.create_string_buffer(16)
-        attr[0:4] = fd.to_bytes(4, "little")
-        attr[4:8] = (0xFFFFFFFF).to_bytes(4, "little")  # target_fd = -1
-        attr[8:12] = ATTACH_INET4_CONNECT.to_bytes(4, "little")
-        link, err = _bpf(_LINK_CREATE, attr)
+        link = libbpf.bpf_link_create(fd, -1, ATTACH_INET4_CONNECT, None)
+        err = -link if link < 0 else 0
         if link >= 0:  # cannot happen with fd -1; never leave a link behind
             os.close(link)
             return True
@@ -202,14 +175,12 @@ def _cgroup_link() -> bool:
 
 def _rodata_map() -> bool:
     # The programs' settings live in .rodata: an array map read-only to programs.
-    attr = ctypes.create_string_buffer(20)
-    for offset, value in enumerate((MAP_ARRAY, 4, 4, 1, BPF_F_RDONLY_PROG)):
-        attr[offset * 4 : offset * 4 + 4] = value.to_bytes(4, "little")
-    fd, err = _bpf(_MAP_CREATE, attr)
+    opts = libbpf.MapCreateOpts(sz=ctypes.sizeof(libbpf.MapCreateOpts), map_flags=BPF_F_RDONLY_PROG)
+    fd = libbpf.bpf_map_create(MAP_ARRAY, None, 4, 4, 1, ctypes.byref(opts))
     if fd >= 0:
         os.close(fd)
         return True
-    _check_privilege(err, "read-only global data")
+    _check_privilege(-fd, "read-only global data")
     return False
 
 

@@ -94,7 +94,39 @@ bpf_obj_get_info_by_fd = _bind(
 )
 bpf_map_create = _bind(
     "bpf_map_create", c_int, c_uint, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p
-)
+)  # opts: a MapCreateOpts pointer or None
+
+
+class ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts (libbpf >= 1.0), up to the verifier log fields."""
+
+    _fields_ = [
+        ("sz", c_size_t), ("attempts", c_int), ("expected_attach_type", c_uint),
+        ("prog_btf_fd", c_uint32), ("prog_flags", c_uint32), ("prog_ifindex", c_uint32),
+        ("kern_version", c_uint32), ("attach_btf_id", c_uint32), ("attach_prog_fd", c_uint32),
+        ("attach_btf_obj_fd", c_uint32), ("fd_array", c_void_p), ("func_info", c_void_p),
+        ("func_info_cnt", c_uint32), ("func_info_rec_size", c_uint32), ("line_info", c_void_p),
+        ("line_info_cnt", c_uint32), ("line_info_rec_size", c_uint32), ("log_level", c_uint32),
+        ("log_size", c_uint32), ("log_buf", c_void_p),
+    ]  # fmt: skip
+
+
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts (libbpf >= 1.0)."""
+
+    _fields_ = [
+        ("sz", c_size_t), ("btf_fd", c_uint32), ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32), ("btf_vmlinux_value_type_id", c_uint32),
+        ("inner_map_fd", c_uint32), ("map_flags", c_uint32), ("map_extra", c_uint64),
+        ("numa_node", c_uint32), ("map_ifindex", c_uint32),
+    ]  # fmt: skip
+
+
+bpf_prog_load = _bind(
+    "bpf_prog_load", c_int, c_uint, c_char_p, c_char_p, c_void_p, c_size_t,
+    ctypes.POINTER(ProgLoadOpts),
+)  # fmt: skip
+bpf_link_create = _bind("bpf_link_create", c_int, c_int, c_int, c_uint, c_void_p)
 bpf_map_update_elem = _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
 bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
 bpf_map_delete_elem = _bind("bpf_map_delete_elem", c_int, c_int, c_void_p)

@@ -14,14 +14,6 @@ HERE = Path(__file__).parent
 KERNEL = {"test_features.py"}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "matrix: the kernel matrix: boots other kernels under qemu, probes kernel features, "
-        "validates the Vagrant VM (.ci/matrix-setup.sh installs what it needs)",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(item.fspath)
