@@ -35,9 +35,12 @@ class _Servicer(logs_service_pb2_grpc.LogsServiceServicer):
 class Receiver:
     """Collects every request; `start()`/`stop()` may alternate any number of times."""
 
-    def __init__(self, certs: CertPaths, *, keep: bool = True) -> None:
+    def __init__(self, certs: CertPaths, *, parse: bool = True) -> None:
         self.certs = certs
-        self.keep = keep  # False: count records only (benchmarks)
+        # False (benchmarks): keep requests as bytes and parse them in `count_raw`, after the
+        # clock stops, so the receiver's parsing is not what the sender's figure measures.
+        self.parse = parse
+        self.raw: list[bytes] = []
         self.port = 0
         self.requests: list[ExportLogsServiceRequest] = []
         self.record_count = 0
@@ -57,7 +60,10 @@ class Receiver:
 
     def start(self) -> Receiver:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Servicer(self), server)
+        if self.parse:
+            logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Servicer(self), server)
+        else:
+            server.add_generic_rpc_handlers((self._raw_handler(),))
         port = server.add_secure_port(f"127.0.0.1:{self.port}", self._credentials())
         if not port:
             raise RuntimeError(f"cannot bind 127.0.0.1:{self.port}")
@@ -74,10 +80,32 @@ class Receiver:
     def accept(self, request: ExportLogsServiceRequest) -> None:
         count = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
         with self._cond:
-            if self.keep:
-                self.requests.append(request)
+            self.requests.append(request)
             self.record_count += count
             self._cond.notify_all()
+
+    def _raw_handler(self) -> grpc.GenericRpcHandler:
+        def export(request: bytes, context: Any) -> logs_service_pb2.ExportLogsServiceResponse:
+            with self._cond:
+                self.raw.append(request)
+            return logs_service_pb2.ExportLogsServiceResponse()
+
+        service = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
+        method = grpc.unary_unary_rpc_method_handler(
+            export,
+            request_deserializer=None,
+            response_serializer=logs_service_pb2.ExportLogsServiceResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(service, {"Export": method})
+
+    def count_raw(self) -> int:
+        """Parse what arrived as bytes (parse=False) since the last call; count its records."""
+        with self._cond:
+            raw, self.raw = self.raw, []
+        requests = [ExportLogsServiceRequest.FromString(data) for data in raw]
+        return sum(
+            len(s.log_records) for q in requests for r in q.resource_logs for s in r.scope_logs
+        )
 
     def records(self) -> list[LogRecord]:
         with self._cond:
