@@ -138,30 +138,12 @@ class _Prefixes(dict[int, bytes]):
         return value
 
 
-def _str_attr(key: str) -> Callable[[str], bytes]:
-    """A fast `key_value` for one key and string values."""
-    prefixes = _Prefixes(key, 0x0A, length_prefixed=True)
-
-    def encode(value: str) -> bytes:
-        raw = value.encode()
-        return prefixes[len(raw)] + raw
-
-    return encode
-
-
-def _int_attr(key: str) -> Callable[[int], bytes]:
-    """A fast `key_value` for one key and int values."""
-    prefixes = _Prefixes(key, 0x18, length_prefixed=False)
-
-    def encode(value: int) -> bytes:
-        number = varint(value)
-        return prefixes[len(number)] + number
-
-    return encode
-
-
-_TS, _RECORD_ID = _str_attr("ts"), _str_attr("record_id")
-_BPF_TS, _SEQ, _COOKIE = _int_attr("bpf_ts_ns"), _int_attr("seq"), _int_attr("sock_cookie")
+# Framing before the value, by value length, for the attributes every record has its own of.
+_TS = _Prefixes("ts", 0x0A, length_prefixed=True)
+_RECORD_ID = _Prefixes("record_id", 0x0A, length_prefixed=True)
+_BPF_TS = _Prefixes("bpf_ts_ns", 0x18, length_prefixed=False)
+_SEQ = _Prefixes("seq", 0x18, length_prefixed=False)
+_COOKIE = _Prefixes("sock_cookie", 0x18, length_prefixed=False)
 
 
 def record_id(item: Item, host: str) -> str:
@@ -210,22 +192,24 @@ def _header(severity: tuple[int, str], body: str, event_name: str) -> bytes:
 
 
 class _Clock:
-    """RFC 3339 `ts` -> Unix ns; the seconds part is parsed once per second seen."""
+    """RFC 3339 `ts` -> Unix ns; the seconds part is parsed once per second seen.
+
+    `seconds` maps `YYYY-MM-DDTHH:MM:SS.` (the decoder's format, 30 characters with 9
+    fraction digits and `Z`) to ns, so the encoder's loop can do the common case inline.
+    """
 
     def __init__(self) -> None:
-        self._seconds: dict[str, int] = {}
+        self.seconds: dict[str, int] = {}
 
     def __call__(self, ts: str) -> int:
-        # The decoder writes `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`; anything else takes the slow path.
-        if len(ts) == 30 and ts[19] == "." and ts[29] == "Z":
-            sec = self._seconds.get(ts[:19])
+        if len(ts) == 30 and ts[19] == "." and ts[29] == "Z" and ts[20:29].isdigit():
+            sec = self.seconds.get(ts[:20])
             if sec is None:
-                if len(self._seconds) >= 1024:
-                    self._seconds.clear()
-                sec = self._seconds[ts[:19]] = calendar.timegm(
-                    time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")
-                )
-            return sec * 1_000_000_000 + int(ts[20:29])
+                if len(self.seconds) >= 1024:
+                    self.seconds.clear()
+                parsed = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S"))
+                sec = self.seconds[ts[:20]] = parsed * 1_000_000_000
+            return sec + int(ts[20:29])
         try:
             moment = dt.datetime.fromisoformat(ts)
         except ValueError:
@@ -249,18 +233,12 @@ class _Memo(dict[tuple[Any, ...], bytes]):
 
     def __init__(self, build: Callable[[tuple[Any, ...]], bytes]) -> None:
         super().__init__()
-        self._build = build
-
-    def get(self, key: tuple[Any, ...]) -> bytes:  # type: ignore[override]
-        try:
-            return self[key]
-        except TypeError:  # an unhashable value (a list): encode it, do not cache
-            return self._build(key)
+        self.build = build
 
     def __missing__(self, key: tuple[Any, ...]) -> bytes:
         if len(self) >= _CACHE_LIMIT:
             self.clear()
-        value = self[key] = self._build(key)
+        value = self[key] = self.build(key)
         return value
 
 
@@ -272,41 +250,56 @@ class LogEncoder:
         every = [f.name for f in msgspec.structs.fields(Record)]
         self._what, self._what_specs = _group(_WHAT)
         self._who, self._who_specs = _group(n for n in every if n not in {*_WHAT, *_UNIQUE})
-        self._what_get = _Memo(self._build_what).get
-        self._who_get = _Memo(self._build_who).get
+        self._what_memo = _Memo(self._build_what)
+        self._who_memo = _Memo(self._build_who)
         self._clock = _Clock()
+        self.fallbacks = 0  # items the fast path handed to `_generic` (tests watch this)
 
     def encode(self, items: Sequence[Item], observed_ns: int) -> bytes:
         """Framed `ScopeLogs.log_records` entries, in order; observed time is one per batch.
 
-        The hot loop is written flat, with everything it calls bound to locals: on the
-        machines we measure, a Python call costs as much as the work inside these helpers.
+        The loop is written flat, with everything bound to locals and no helper calls on the
+        common path: here a Python call costs as much as the work inside such a helper.
+        Anything unusual (a gap, an unhashable or oddly formatted value) takes `_generic`.
         """
         observed = b"\x59" + _FIXED64(observed_ns)
-        host, clock, fixed64 = self.host_name, self._clock, _FIXED64
-        what_of, what_get, who_of, who_get = self._what, self._what_get, self._who, self._who_get
+        host, seconds, fixed64, small = self.host_name, self._clock.seconds, _FIXED64, _SMALL
+        what_of, who_of = self._what, self._who
+        what_memo, who_memo = self._what_memo, self._who_memo
+        ts_pre, rid_pre, bpf_pre, seq_pre, cookie_pre = _TS, _RECORD_ID, _BPF_TS, _SEQ, _COOKIE
         out: list[bytes] = []
         for item in items:
-            if type(item) is not Record:
-                body = self._gap(item, observed)
-                out += (b"\x12", varint(len(body)), body)
-                continue
-            ts, seq, bpf_ts = item.ts, item.seq, item.bpf_ts_ns
-            body = b"".join(
-                (
-                    b"\x09",
-                    fixed64(clock(ts)),
-                    what_get(what_of(item)),
-                    who_get(who_of(item)),
-                    _TS(ts),
-                    _BPF_TS(bpf_ts),
-                    _SEQ(seq),
-                    _COOKIE(item.sock_cookie),
-                    _RECORD_ID(f"{item.host_name or host}:{item.cgroup_id}:{seq}:{bpf_ts}"),
-                    observed,
+            try:
+                if type(item) is not Record or len(item.ts) != 30:
+                    raise TypeError("not a decision the decoder made")
+                ts, seq, bpf_ts = item.ts, item.seq, item.bpf_ts_ns
+                ts_raw = ts.encode()
+                rid = f"{item.host_name or host}:{item.cgroup_id}:{seq}:{bpf_ts}".encode()
+                bpf_raw, seq_raw, cookie_raw = varint(bpf_ts), varint(seq), varint(item.sock_cookie)
+                body = b"".join(
+                    (
+                        b"\x09",
+                        fixed64(seconds[ts[:20]] + int(ts[20:29])),  # KeyError: a new second
+                        what_memo[what_of(item)],
+                        who_memo[who_of(item)],
+                        ts_pre[len(ts_raw)],
+                        ts_raw,
+                        bpf_pre[len(bpf_raw)],
+                        bpf_raw,
+                        seq_pre[len(seq_raw)],
+                        seq_raw,
+                        cookie_pre[len(cookie_raw)],
+                        cookie_raw,
+                        rid_pre[len(rid)],
+                        rid,
+                        observed,
+                    )
                 )
-            )
-            out += (b"\x12", varint(len(body)), body)
+            except (KeyError, TypeError, ValueError, struct.error):
+                self.fallbacks += 1
+                body = self._generic(item, observed)
+            size = len(body)
+            out += (b"\x12", small[size] if size < 16384 else varint(size), body)
         return b"".join(out)
 
     @staticmethod
@@ -324,13 +317,19 @@ class LogEncoder:
         present = self._present(self._who_specs, values)
         return b"".join(key_value(k, v) for k, v in present.items())
 
-    def _gap(self, gap: Gap, observed: bytes) -> bytes:
-        attrs = msgspec.to_builtins(gap)
-        attrs["record_id"] = record_id(gap, self.host_name)
+    def _generic(self, item: Item, observed: bytes) -> bytes:
+        """Any item, attribute by attribute (gaps, and decisions the fast path declined)."""
+        attrs = msgspec.to_builtins(item)
+        attrs["record_id"] = record_id(item, self.host_name)
+        if isinstance(item, Gap):
+            head = _header(GAP_SEVERITY, gap_body(item), item.event_name)
+        else:
+            severity = SEVERITY.get(item.action, _UNKNOWN_SEVERITY)
+            head = _header(severity, decision_body(attrs), item.event_name)
         return (
             b"\x09"
-            + _FIXED64(self._clock(gap.ts))
-            + _header(GAP_SEVERITY, gap_body(gap), gap.event_name)
+            + _FIXED64(self._clock(item.ts))
+            + head
             + b"".join(key_value(k, v) for k, v in attrs.items())
             + observed
         )

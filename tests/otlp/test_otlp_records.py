@@ -143,3 +143,14 @@ def test_cached_attribute_bytes_follow_each_record() -> None:
     for item, rec in zip(items, parsed, strict=True):
         assert typed(attributes(rec)) == typed(expected_attributes(item))
     assert [r.severity_text for r in parsed] == ["INFO", "INFO", "INFO", "WARN", "INFO"]
+
+
+def test_ordinary_decisions_take_the_fast_path() -> None:
+    # Only the first record of each wall-clock second parses its timestamp the slow way.
+    from tests.otlp.records import decision
+
+    encoder = otlp_encode.LogEncoder(HOST)
+    encoder.encode([decision(seq) for seq in range(100)], 1)
+    assert encoder.fallbacks == 1
+    encoder.encode([decision(seq, dst_ip=f"10.9.0.{seq}") for seq in range(100, 200)], 1)
+    assert encoder.fallbacks == 1
