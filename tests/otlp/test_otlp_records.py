@@ -154,3 +154,14 @@ def test_ordinary_decisions_take_the_fast_path() -> None:
     assert encoder.fallbacks == 1
     encoder.encode([decision(seq, dst_ip=f"10.9.0.{seq}") for seq in range(100, 200)], 1)
     assert encoder.fallbacks == 1
+
+
+@pytest.mark.parametrize("number", [0, 127, 128, 16384, 2**35, 2**62, 2**63 - 1])
+def test_per_record_ints_survive_every_varint_length(number: int) -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
+
+    from tests.otlp.records import decision
+
+    item = decision(0, seq=number, bpf_ts_ns=number, sock_cookie=number)
+    (rec,) = ScopeLogs.FromString(otlp_encode.LogEncoder(HOST).encode([item], 1)).log_records
+    assert typed(attributes(rec)) == typed(expected_attributes(item))
