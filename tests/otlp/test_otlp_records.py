@@ -162,6 +162,6 @@ def test_per_record_ints_survive_every_varint_length(number: int) -> None:
 
     from tests.otlp.records import decision
 
-    item = decision(0, seq=number, bpf_ts_ns=number, sock_cookie=number)
+    item = decision(number, bpf_ts_ns=number, sock_cookie=number)
     (rec,) = ScopeLogs.FromString(otlp_encode.LogEncoder(HOST).encode([item], 1)).log_records
     assert typed(attributes(rec)) == typed(expected_attributes(item))
