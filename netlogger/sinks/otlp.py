@@ -120,7 +120,11 @@ class OtlpExportSink:
             gap_entries=self._gap_entries,
             spans_from_data=otlp_encode.spans_from_data,
         )
-        self._exporter = otlp_wire.Exporter(settings)
+        try:
+            self._exporter = otlp_wire.Exporter(settings)
+        except BaseException:
+            self._spool.close()  # release the spool's lock for whoever tries next
+            raise
         self._chunk = max(1, settings.segment_bytes // 2048)  # records per append
         self._state = "spooling"  # nothing confirmed yet
         self._failures = 0

@@ -65,6 +65,10 @@ def test_an_outage_longer_than_the_reference_breaker_loses_nothing(
     sink.force_flush(20)
     assert_all_in_order(receiver, sent)
     status = sink.status()
+    assert list(status.as_dict()) == [
+        "state", "endpoint", "spooled_records", "spooled_bytes", "sent_records",
+        "evicted_records", "failures", "last_error",
+    ]  # fmt: skip
     assert (status.state, status.spooled_records, status.spooled_bytes) == ("up", 0, 0)
     assert status.sent_records == 100 and status.failures == 0
 
