@@ -49,10 +49,22 @@ class JsonlSink(_Strict, tag="jsonl", tag_field="type"):
 
 
 class OtlpSink(_Strict, tag="otlp", tag_field="type"):
+    """OTLP/gRPC logs to the collector's trusted lane (netlogger.sinks.otlp).
+
+    ca/cert/key: PEM files; unset, OTEL_EXPORTER_OTLP_LOGS_{CERTIFICATE,CLIENT_CERTIFICATE,
+    CLIENT_KEY}, else the files `netlogger monitor init` makes. http:// only to loopback.
+    """
+
     endpoint: str = "https://localhost:4319"
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    spool_dir: str | None = None  # default: <state dir>/otlp-spool
+    spool_max_bytes: int | str = "256MiB"  # oldest records are evicted (and counted) past this
+    timeout: str = "10s"  # per export request
+    retry_initial: str = "1s"  # first backoff after a failure; doubles up to retry_max
+    retry_max: str = "30s"
+    headers: dict[str, str] = {}  # gRPC metadata; unset: OTEL_EXPORTER_OTLP_LOGS_HEADERS
 
 
 Sink = ConsoleSink | JsonlSink | OtlpSink
