@@ -373,14 +373,14 @@ class Agent:
         out = dict(self.pump.losses.totals)
         out["queue_full"] = sum(lane.dropped for lane in self.fanout.stats())
         out["undecodable"] = sum(self.decoder.skipped.values())
-        for sink in self.fanout.sinks():
-            evicted = getattr(sink, "status", lambda: {})().get("evicted_records")
-            if evicted:
-                out["spool_evicted"] = out.get("spool_evicted", 0) + int(evicted)
+        out["spool_evicted"] = sum(
+            int(state.get("evicted_records", 0)) for state in self._sink_states().values()
+        )
         return out
 
     def _sink_states(self) -> dict[str, dict[str, Any]]:
-        return {s.name: dict(getattr(s, "status", lambda: {})()) for s in self.fanout.sinks()}
+        """What sinks with a delivery state of their own (OTLP) say about it."""
+        return {s.name: s.status().as_dict() for s in self.fanout.sinks() if hasattr(s, "status")}
 
     def status(self) -> dict[str, Any]:
         enrolled = []

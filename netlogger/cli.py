@@ -72,6 +72,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("netlogger.libbpf").setLevel(logging.ERROR)
+        # The OTLP sink reports delivery trouble itself, once; the SDK would on every retry.
+        logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").setLevel(
+            logging.CRITICAL
+        )
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from netlogger.config.model import Config, Policy
 from netlogger.config.source import Path_, Source
 from netlogger.errors import ConfigError
 from netlogger.policy.compile import PolicySet, compile_policies
-from netlogger.units import parse_size
+from netlogger.units import parse_duration, parse_size
 
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
@@ -81,11 +81,14 @@ def _values(config: Config, policies: PolicySet) -> list[Located]:
     except ValueError as exc:
         problems.append((("limits", "ring_size"), str(exc)))
     for i, sink in enumerate(config.sinks):
-        if hasattr(sink, "max_bytes"):
-            try:
-                parse_size(sink.max_bytes)
-            except ValueError as exc:
-                problems.append((("sinks", i, "max_bytes"), str(exc)))
+        values = [(key, parse_size) for key in ("max_bytes", "spool_max_bytes")]
+        values += [(key, parse_duration) for key in ("timeout", "retry_initial", "retry_max")]
+        for key, parse in values:
+            if hasattr(sink, key):
+                try:
+                    parse(getattr(sink, key))
+                except ValueError as exc:
+                    problems.append((("sinks", i, key), str(exc)))
     known = ", ".join(sorted(policies.policies)) or "none defined"
     for i, enrollment in enumerate(config.enroll):
         if enrollment.policy not in policies.policies:

@@ -63,11 +63,11 @@ _K = {name: i for i, name in enumerate(_KEY_FIELDS)}
 assert _ROW.size == EVENT_SIZE
 
 # Record's positional order, as _records lays it out.
-assert [f.name for f in msgspec.structs.fields(Record)][:27] == [
+assert [f.name for f in msgspec.structs.fields(Record)][:31] == [
     "event_name", "ts", "bpf_ts_ns", "seq", "action", "mode", "reason", "would_deny",
     "cgroup_id", "task_cgroup_id", "l4_proto", "l4_proto_code", "ipv6", "ipv4_mapped", "nat64",
-    "no_dst", "identity", "policy", "comm", "pid", "tid", "uid", "gid", "sock_cookie", "rule",
-    "dst_ip", "dst_port"]  # fmt: skip
+    "no_dst", "identity", "policy", "comm", "pid", "tid", "uid", "gid", "sock_cookie",
+    "host_name", "container_id", "agent", "project", "rule", "dst_ip", "dst_port"]  # fmt: skip
 
 _OPS = {abi.Op.CONNECT.value: EVENT_NAMES["connect"], abi.Op.SENDMSG.value: EVENT_NAMES["sendmsg"],
         abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"]}  # fmt: skip
@@ -218,7 +218,7 @@ class Decoder:
                 second_ns = wall - wall % _NS
             append(Record(
                 event_name, f"{prefix}.{wall - second_ns:09d}Z", ts_ns, seq, *head,
-                pid, tid, uid, gid, cookie, *tail, host,
+                pid, tid, uid, gid, cookie, host, "", "", "", *tail,
             ))  # fmt: skip
         return out
 

@@ -45,14 +45,14 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     uid: int
     gid: int
     sock_cookie: int
+    host_name: str = msgspec.field(name="host.name")
+    container_id: str  # "" when unknown, and then `attribution` says why
+    agent: str
+    project: str
     rule: str | None = None
     dst_ip: str | None = None
     dst_port: str | None = None
-    host_name: str = msgspec.field(name="host.name", default="")
-    container_id: str = ""
-    agent: str = ""
-    project: str = ""
-    attribution: str | None = None  # why container/agent/project are empty
+    attribution: str | None = None
     dst_host: str | None = None
 
 

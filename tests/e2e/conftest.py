@@ -70,7 +70,14 @@ def docker_engine() -> dict[str, Any]:
 class AgentProcess:
     """`netlogger run --config ...` with this test's scope, pins, socket, file and port."""
 
-    def __init__(self, workdir: Path, scope_path: Path, pin_root: Path, **overrides: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        scope_path: Path,
+        pin_root: Path,
+        extra_sinks: list[dict[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> None:
         self.workdir = workdir
         self.socket = workdir / "control.sock"
         self.jsonl = workdir / "egress.jsonl"
@@ -81,7 +88,7 @@ class AgentProcess:
             "control_socket": str(self.socket),
             "metrics": f"127.0.0.1:{self.metrics_port}",
             "state_dir": str(workdir / "state"),
-            "sinks": [{"type": "jsonl", "path": str(self.jsonl)}],
+            "sinks": [{"type": "jsonl", "path": str(self.jsonl)}, *(extra_sinks or [])],
             "policies": POLICIES,
             **docker_engine(),
             **overrides,

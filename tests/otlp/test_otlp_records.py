@@ -65,8 +65,10 @@ def test_every_kind_of_record_arrives_with_exact_attributes(
     attrs = attributes(connect)
     assert (attrs["cgroup_id"], attrs["dst_port"], attrs["identity"]) == ("4242", "443", "7")
     assert attrs["record_id"] == f"{HOST}:4242:0:90000000000000"
-    for absent in ("dst_ip", "dst_port", "dst_host", "rule", "container_id"):
+    for absent in ("dst_ip", "dst_port", "dst_host", "rule"):
         assert absent not in attributes(sock_create)
+    # Attribution keys are always there: empty, with `attribution` saying why.
+    assert attributes(sock_create)["container_id"] == ""
     assert attributes(sock_create)["attribution"] == "not_a_container"
     assert attributes(throttled)["record_id"] == f"{HOST}:4242:gap:throttled:-:4-15:{items[4].ts}"
     assert attributes(ringbuf)["record_id"] == f"{HOST}:-:gap:ringbuf_full:-:-:{items[5].ts}"
