@@ -42,7 +42,7 @@ from netlogger.pipeline.enrich import Enricher, attribution_of
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import KernelLosses
 from netlogger.pipeline.pump import Pump
-from netlogger.pipeline.record import Record
+from netlogger.pipeline.record import GAP_KINDS, Record
 from netlogger.sinks import factory
 from netlogger.sinks.jsonl import JsonlSink
 from netlogger.tail import Filter, cutoff, history, parse_item
@@ -153,7 +153,7 @@ class Agent:
             losses,
             self._already_written(sinks, reader),
         )
-        self._stats_fd = self._enable_program_stats()
+        self._enable_program_stats()
         self.control = control.ControlServer(opts.control_socket, self)
         stack.callback(self.control.close)
         self.metrics = MetricsServer(opts.metrics, self.snapshot) if opts.metrics else None
@@ -168,13 +168,13 @@ class Agent:
         thread.start()
         self._threads.append(thread)
 
-    def _enable_program_stats(self) -> int:
+    def _enable_program_stats(self) -> None:
+        """Kernel run-time statistics stay on while this fd is open."""
         fd = libbpf.bpf_enable_stats(libbpf.BPF_STATS_RUN_TIME)
         if fd < 0:
             log.warning("program run statistics unavailable: %s", os.strerror(-fd))
-            return -1
-        self._stack.callback(os.close, fd)
-        return int(fd)
+        else:
+            self._stack.callback(os.close, fd)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (set by the caller on `stop_event`); returns records read."""
@@ -370,7 +370,7 @@ class Agent:
     # -- reporting --------------------------------------------------------
 
     def _losses(self) -> dict[str, int]:
-        out = dict(self.pump.losses.totals)
+        out = dict.fromkeys(GAP_KINDS, 0) | self.pump.losses.totals
         out["queue_full"] = sum(lane.dropped for lane in self.fanout.stats())
         out["undecodable"] = sum(self.decoder.skipped.values())
         out["spool_evicted"] = sum(

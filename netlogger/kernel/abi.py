@@ -235,18 +235,6 @@ def unpacker(cls: type[ctypes.Structure]) -> struct.Struct:
     return unpack
 
 
-def picker(cls: type[ctypes.Structure], names: list[str]) -> struct.Struct:
-    """A struct.Struct that reads only the named top-level fields of `cls`, in layout order."""
-    fmt, at = "=", 0
-    for name, ctype in cls._fields_:
-        if name in names:
-            field = getattr(cls, name)
-            fmt += "x" * (field.offset - at) + _format_of(ctype)
-            at = field.offset + field.size
-    assert [n for n, _ in cls._fields_ if n in names] == names, "names must be in layout order"
-    return struct.Struct(fmt)
-
-
 def fields_format(cls: type[ctypes.Structure], names: list[str]) -> str:
     """struct codes for the named fields of `cls`, which must lie back to back."""
     fields = [getattr(cls, n) for n in names]

@@ -138,11 +138,8 @@ btf__free = _bind("btf__free", None, Btf)
 btf__type_cnt = _bind("btf__type_cnt", c_uint32, Btf)
 btf__type_by_id = _bind("btf__type_by_id", c_void_p, Btf, c_uint32)
 btf__name_by_offset = _bind("btf__name_by_offset", c_char_p, Btf, c_uint32)
-btf__load_vmlinux_btf = _bind("btf__load_vmlinux_btf", Btf)
 
-libbpf_probe_bpf_prog_type = _bind("libbpf_probe_bpf_prog_type", c_int, c_uint, c_void_p)
 libbpf_probe_bpf_map_type = _bind("libbpf_probe_bpf_map_type", c_int, c_uint, c_void_p)
-libbpf_probe_bpf_helper = _bind("libbpf_probe_bpf_helper", c_int, c_uint, c_uint, c_void_p)
 libbpf_num_possible_cpus = _bind("libbpf_num_possible_cpus", c_int)
 
 # The baseline consumer that bench/ compares the batch drain against.

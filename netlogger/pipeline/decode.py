@@ -155,10 +155,6 @@ class Decoder:
         """Re-read the boot->wall offset (wall time may have been stepped)."""
         self._offset = boot_to_wall_ns()
 
-    def forget_names(self) -> None:
-        """Drop what was cached from rule and policy names (after a policy change)."""
-        self._statics.clear()
-
     def _static(self, v: tuple[Any, ...]) -> Static | str:
         """Everything that follows from a record's static fields, or why it is skipped."""
         if v[_K["version"]] != abi.ABI_VERSION:
