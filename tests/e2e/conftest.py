@@ -138,7 +138,9 @@ class AgentProcess:
     def lines(self) -> list[dict[str, Any]]:
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines()]
+        # The agent may be mid-write: a last line without its newline is not there yet.
+        complete = self.jsonl.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in complete]
 
     def wait_for_lines(self, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
