@@ -1,10 +1,12 @@
 """What the programs cost a UDP connect(), as ratios against no program, in one run.
 
-Three cgroups, one workload moved between them round by round:
+Four cgroups, one workload moved between them round by round:
   bare      outside the scope: no program runs
+  null      outside the scope, with a program that only returns "allow" attached:
+            what any cgroup connect4 program costs, before it does anything
   passing   inside the scope, not enrolled: the programs run and pass
   recorded  enrolled, every connect allowed and recorded (token bucket off)
-Each round measures all three in turn; the medians are compared.
+Each round measures all four in turn; the medians are compared.
 
 Usage: sudo python3 bench/connect_cost.py [--count N] [--rounds R]
 """
@@ -12,11 +14,42 @@ Usage: sudo python3 bench/connect_cost.py [--count N] [--rounds R]
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import statistics
 import threading
+from contextlib import ExitStack
 
 from bench.harness import bench_plane
-from netlogger.kernel import loader
+from netlogger.kernel import libbpf, loader
+from netlogger.kernel.cgroup import Cgroup
+
+# r0 = 1; exit: allow, and nothing else.
+ALLOW_ALL = bytes.fromhex("b7000000010000009500000000000000")
+CGROUP_SOCK_ADDR, INET4_CONNECT = 18, 10
+
+
+def attach_null_program(cg: Cgroup, stack: ExitStack) -> None:
+    opts = libbpf.ProgLoadOpts(
+        sz=ctypes.sizeof(libbpf.ProgLoadOpts), expected_attach_type=INET4_CONNECT
+    )
+    prog = libbpf.call(
+        libbpf.bpf_prog_load,
+        "load null program",
+        CGROUP_SOCK_ADDR,
+        None,
+        b"GPL",
+        ALLOW_ALL,
+        2,
+        ctypes.byref(opts),
+    )
+    stack.callback(os.close, prog)
+    cg_fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
+    stack.callback(os.close, cg_fd)
+    link = libbpf.call(
+        libbpf.bpf_link_create, "attach null program", prog, cg_fd, INET4_CONNECT, None
+    )
+    stack.callback(os.close, link)  # the last fd of an unpinned link: closing detaches it
 
 
 def main() -> None:
@@ -28,6 +61,8 @@ def main() -> None:
     with bench_plane(settings) as bench:
         stack, net, plane = bench.stack, bench.net, bench.plane
         bare = bench.outside("nlbench-bare")
+        null = bench.outside("nlbench-null")
+        attach_null_program(null, stack)
         passing = bench.child("passing", enroll=False)
         recorded = bench.child("recorded")
         ring = stack.enter_context(plane.reader())
@@ -45,10 +80,11 @@ def main() -> None:
         stack.callback(stop.set)
 
         w = bench.workload(bare)
-        samples: dict[str, list[float]] = {"bare": [], "passing": [], "recorded": []}
+        cgroups = {"bare": bare, "null": null, "passing": passing, "recorded": recorded}
+        samples: dict[str, list[float]] = {name: [] for name in cgroups}
         w("time_connects", family=4, addr=net.peer4, port=5000, count=args.count // 4)  # warm up
         for _ in range(args.rounds):
-            for name, cg in (("bare", bare), ("passing", passing), ("recorded", recorded)):
+            for name, cg in cgroups.items():
                 (cg.path / "cgroup.procs").write_text(str(w.pid))
                 samples[name].append(
                     w("time_connects", family=4, addr=net.peer4, port=5000, count=args.count)
@@ -63,6 +99,12 @@ def main() -> None:
     print(
         f"  recorded: {state.seq} decisions, {drained[0]} records drained, "
         f"{state.ringbuf_lost} lost to a full ring"
+    )
+    null = statistics.median(samples["null"])
+    over = {name: statistics.median(samples[name]) - null for name in ("passing", "recorded")}
+    print(
+        f"  our logic over the null program: passing +{over['passing']:.0f} ns, "
+        f"recorded +{over['recorded']:.0f} ns"
     )
     print(
         "targets: passing <= 1.05x, recorded <= 1.25x -> "
