@@ -13,15 +13,14 @@ Usage: sudo python3 bench/connect_cost.py [--count N] [--rounds R]
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import statistics
 import threading
 from contextlib import ExitStack
 
-from bench.harness import bench_plane
-from netlogger.kernel import libbpf, loader
+from bench.harness import arguments, bench_plane
+from netlogger.kernel import libbpf
 from netlogger.kernel.cgroup import Cgroup
 
 # r0 = 1; exit: allow, and nothing else.
@@ -53,12 +52,8 @@ def attach_null_program(cg: Cgroup, stack: ExitStack) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
-    with bench_plane(settings) as bench:
+    args = arguments(__doc__, count=200_000, rounds=7)
+    with bench_plane() as bench:
         stack, net, plane = bench.stack, bench.net, bench.plane
         bare = bench.outside("nlbench-bare")
         null = bench.outside("nlbench-null")

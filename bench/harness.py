@@ -6,6 +6,7 @@ all removed on the way out; children of the scope are enrolled on request.
 
 from __future__ import annotations
 
+import argparse
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from netlogger.kernel.cgroup import Cgroup
 from netlogger.policy.compile import PolicySet
 from netlogger.workload import Workload
 
+# A ring big enough for a whole round, and every record kept: nothing throttled.
+UNTHROTTLED = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
 POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: [5000]}\n"
 
 
@@ -49,8 +52,16 @@ class Bench:
         return self.stack.enter_context(Workload(self.net.workload_ns, cg.path))
 
 
+def arguments(doc: str, **defaults: int) -> argparse.Namespace:
+    """`--name N` for each default, with the module docstring's first line as help."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, value in defaults.items():
+        parser.add_argument(f"--{name}", type=int, default=value)
+    return parser.parse_args()
+
+
 @contextmanager
-def bench_plane(settings: loader.Settings) -> Iterator[Bench]:
+def bench_plane(settings: loader.Settings = UNTHROTTLED) -> Iterator[Bench]:
     tag = uuid.uuid4().hex[:8]
     policies = check_source(parse(POLICY, "bench")).policies
     with ExitStack() as stack:

@@ -11,26 +11,20 @@ Usage: sudo python3 bench/pipeline.py [--records N] [--rounds R]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
-from bench.harness import bench_plane, rates
+from bench.harness import arguments, bench_plane, rates
 from bench.ring_drain import callback_drain
-from netlogger.kernel import loader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.sinks.jsonl import JsonlSink
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=300_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
-    with bench_plane(settings) as bench, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
+    args = arguments(__doc__, records=300_000, rounds=3)
+    with bench_plane() as bench, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
         plane, policies = bench.plane, bench.policies
         producer = bench.child("producer", agent="bench-agent", project="bench")
         ring = bench.stack.enter_context(plane.reader())

@@ -14,12 +14,11 @@ Usage: sudo python3 bench/ring_drain.py [--records N] [--rounds R]
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import statistics
 
-from bench.harness import bench_plane, rates
-from netlogger.kernel import libbpf, loader
+from bench.harness import arguments, bench_plane, rates
+from netlogger.kernel import libbpf
 from netlogger.pipeline.decode import Decoder
 
 
@@ -42,12 +41,8 @@ def callback_drain(ring_fd: int) -> list[bytes]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=300_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    settings = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
-    with bench_plane(settings) as bench:
+    args = arguments(__doc__, records=300_000, rounds=3)
+    with bench_plane() as bench:
         plane = bench.plane
         producer = bench.child("producer")
         ring = bench.stack.enter_context(plane.reader())

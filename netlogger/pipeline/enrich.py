@@ -40,11 +40,8 @@ class Enricher:
         self._labels = labels
         self._cache: dict[str, Attribution] = {}
 
-    def forget(self, cgroup_id: int | None = None) -> None:
-        if cgroup_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(str(cgroup_id), None)
+    def forget(self, cgroup_id: int) -> None:
+        self._cache.pop(str(cgroup_id), None)
 
     def enrich(self, rec: Record) -> Record:
         who = self._cache.get(rec.cgroup_id)
