@@ -11,8 +11,9 @@ import pytest
 from monitor.certs import CertPaths
 from netlogger.config.model import OtlpSink
 from netlogger.errors import StateError, UsageError
-from netlogger.sinks import otlp, otlp_settings
-from netlogger.sinks.otlp_settings import Tls
+from netlogger.sinks import otlp
+from netlogger.sinks.otlp import settings as otlp_settings
+from netlogger.sinks.otlp.settings import Tls
 from tests.otlp.conftest import MakeSink
 from tests.otlp.receiver import Receiver, wait_until
 from tests.otlp.records import every_kind
