@@ -17,6 +17,7 @@ from conftest import StackEnv, in_ci, require
 from monitor import bootstrap_assets, collector, dashboards, images, indices, render
 from monitor import services as svc
 from monitor.settings import Monitoring
+from netlogger import trusted_lane
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +91,7 @@ def test_compose_ports_from_settings_on_loopback(rendered: StackEnv) -> None:
     s = rendered.settings
     assert published[s["otel_collector_port"]] == (svc.OTEL_COLLECTOR, 4318)
     assert published[s["otel_grpc_port"]] == (svc.OTEL_COLLECTOR, 4317)
-    assert published[s["otel_mtls_port"]] == (svc.OTEL_COLLECTOR, 4319)
+    assert published[s["otel_mtls_port"]] == (svc.OTEL_COLLECTOR, trusted_lane.PORT)
     assert published[s["prometheus_metrics_port"]] == (svc.OTEL_COLLECTOR, 8889)
     assert published[s["opensearch_port"]] == (svc.OPENSEARCH, 9200)
     assert published[s["opensearch_dashboards_port"]] == (svc.DASHBOARDS, 5601)
@@ -190,7 +191,7 @@ def test_lanes_agent_untrusted_infra_mtls(otel: dict[str, Any]) -> None:
     infra = otel["receivers"]["otlp/infra"]["protocols"]
     assert set(infra) == {"grpc"}, "the trusted lane speaks gRPC only"
     tls = infra["grpc"]["tls"]
-    assert infra["grpc"]["endpoint"].endswith(":4319")
+    assert infra["grpc"]["endpoint"].endswith(f":{trusted_lane.PORT}")
     # client_ca_file is what makes the collector require a client certificate.
     assert tls["client_ca_file"].endswith("/ca.pem")
     assert tls["cert_file"].endswith("/collector.pem")

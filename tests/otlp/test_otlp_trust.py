@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.certs import CertPaths
+from netlogger import trusted_lane
 from netlogger.config.model import OtlpSink
 from netlogger.errors import StateError, UsageError
 from netlogger.sinks import otlp
@@ -200,7 +201,7 @@ def test_defaults_are_the_monitor_init_certificates(monitor_home: Path, tmp_path
 
     made = monitor_certs.generate(monitor_home)
     settings = otlp_settings.from_config(OtlpSink(), tmp_path)
-    assert (settings.host, settings.port) == ("localhost", 4319)
+    assert (settings.host, settings.port) == ("localhost", trusted_lane.PORT)
     assert settings.tls == Tls(made.ca_cert, made.client_cert, made.client_key)
     assert settings.spool_dir == tmp_path / "otlp-spool"
     assert settings.spool_max_bytes == 256 << 20

@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from netlogger import trusted_lane
 from netlogger.config.model import OtlpSink
 from netlogger.errors import UsageError
 from netlogger.units import parse_duration, parse_size
 
-DEFAULT_PORT = 4319  # the collector's mTLS lane (monitor.collector.OTLP_MTLS_PORT)
 SPOOL_SUBDIR = "otlp-spool"
 MIN_SPOOL_BYTES = 64 * 1024
 MAX_SEGMENT_BYTES = 1 << 20  # one request; well under gRPC's default 4 MiB receive limit
@@ -107,7 +107,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int, bool]:
             "(http:// only for a collector on this host)"
         )
     try:
-        host, port = parts.hostname, parts.port or DEFAULT_PORT
+        host, port = parts.hostname, parts.port or trusted_lane.PORT
     except ValueError:  # a port that is not a number or out of range
         host, port = None, 0
     if not host or parts.path.strip("/") or parts.query:
