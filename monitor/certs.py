@@ -4,7 +4,8 @@ One private CA signs two leaves: the collector's server certificate (SANs `otel-
 `localhost`, `127.0.0.1`) and the netlogger client certificate (CN `netlogger`, clientAuth).
 The collector requires a client certificate chained to this CA on the infra lane, so only
 holders of `netlogger.key` can write records that get indexed as `ingest_source=netlogger`.
-Private keys are written 0600; the netlogger OTLP sink defaults to `paths(data_dir)`.
+Private keys are written 0600. The netlogger host agent does not look here (its defaults are
+under /etc/netlogger/tls/): `init` prints the sink line that names these files (`sink_line`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def paths(data_dir: Path) -> CertPaths:
         server_key=base / "collector.key",
         client_cert=base / "netlogger.pem",
         client_key=base / "netlogger.key",
+    )
+
+
+def sink_line(found: CertPaths, port: int) -> str:
+    """The netlogger config's `sinks:` entry for this stack's trusted lane on this host."""
+    return (
+        f'- {{type: otlp, endpoint: "https://localhost:{port}", ca: "{found.ca_cert}", '
+        f'cert: "{found.client_cert}", key: "{found.client_key}"}}'
     )
 
 
