@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +71,16 @@ def paths(data_dir: Path) -> CertPaths:
 
 def sink_line(found: CertPaths, port: int) -> str:
     """The netlogger config's `sinks:` entry for this stack's trusted lane on this host."""
-    return (
-        f'- {{type: otlp, endpoint: "https://localhost:{port}", ca: "{found.ca_cert}", '
-        f'cert: "{found.client_cert}", key: "{found.client_key}"}}'
+    # JSON strings are YAML strings: any path a data directory can have stays one value.
+    files = ", ".join(
+        f"{key}: {json.dumps(str(path))}"
+        for key, path in (
+            ("ca", found.ca_cert),
+            ("cert", found.client_cert),
+            ("key", found.client_key),
+        )
     )
+    return f'- {{type: otlp, endpoint: "https://localhost:{port}", {files}}}'
 
 
 def exist(data_dir: Path) -> bool:
