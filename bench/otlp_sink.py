@@ -38,9 +38,8 @@ from opentelemetry.sdk.resources import Resource
 
 from monitor import certs as monitor_certs
 from netlogger.pipeline.record import Record
-from netlogger.sinks import otlp_encode
-from netlogger.sinks.otlp import OtlpExportSink
-from netlogger.sinks.otlp_settings import Settings, Tls
+from netlogger.sinks.otlp import OtlpExportSink, encode
+from netlogger.sinks.otlp.settings import Settings, Tls
 from tests.otlp.receiver import Receiver
 from tests.otlp.records import HOST, decision
 
@@ -112,17 +111,17 @@ def run_sdk(records: list[Record], batch: int, settings: Settings) -> None:
         )
     )
     logger = provider.get_logger("netlogger", "bench")
-    clock = otlp_encode._Clock()
+    clock = encode._Clock()
     for rec in records:
-        text = otlp_encode.SEVERITY[rec.action][1]
+        text = encode.SEVERITY[rec.action][1]
         attrs = msgspec.to_builtins(rec)
-        attrs["record_id"] = otlp_encode.record_id(rec, HOST)
+        attrs["record_id"] = encode.record_id(rec, HOST)
         logger.emit(
             timestamp=clock(rec.ts),
             observed_timestamp=time.time_ns(),
             severity_number=SEVERITIES[text],
             severity_text=text,
-            body=otlp_encode.decision_body(attrs),
+            body=encode.decision_body(attrs),
             attributes=attrs,
             event_name=rec.event_name,
         )

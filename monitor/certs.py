@@ -4,13 +4,15 @@ One private CA signs two leaves: the collector's server certificate (SANs `otel-
 `localhost`, `127.0.0.1`) and the netlogger client certificate (CN `netlogger`, clientAuth).
 The collector requires a client certificate chained to this CA on the infra lane, so only
 holders of `netlogger.key` can write records that get indexed as `ingest_source=netlogger`.
-Private keys are written 0600; the netlogger OTLP sink defaults to `paths(data_dir)`.
+Private keys are written 0600. The netlogger host agent does not look here (its defaults are
+under /etc/netlogger/tls/): `init` prints the sink line that names these files (`sink_line`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,20 @@ def paths(data_dir: Path) -> CertPaths:
         client_cert=base / "netlogger.pem",
         client_key=base / "netlogger.key",
     )
+
+
+def sink_line(found: CertPaths, port: int) -> str:
+    """The netlogger config's `sinks:` entry for this stack's trusted lane on this host."""
+    # JSON strings are YAML strings: any path a data directory can have stays one value.
+    files = ", ".join(
+        f"{key}: {json.dumps(str(path))}"
+        for key, path in (
+            ("ca", found.ca_cert),
+            ("cert", found.client_cert),
+            ("key", found.client_key),
+        )
+    )
+    return f'- {{type: otlp, endpoint: "https://localhost:{port}", {files}}}'
 
 
 def exist(data_dir: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from monitor import agent_env as agent_env_mod
-from monitor import lifecycle, paths, settings
+from monitor import certs, lifecycle, paths, settings
 from monitor import status as status_mod
 from monitor.compose import Stack
 from monitor.errors import MonitorError
@@ -104,6 +104,8 @@ def init(obj: Context, force: bool) -> None:
     click.echo(f"data directory: {obj.data_dir}")
     for item in results:
         click.echo(f"  {item.path}: {item.outcome.value}")
+    click.echo("netlogger's otlp sink for this stack (under sinks: in /etc/netlogger/config.yaml):")
+    click.echo("  " + certs.sink_line(certs.paths(obj.data_dir.absolute()), mon.otel_mtls_port))
 
 
 @cli.command(

@@ -6,9 +6,10 @@ Two lanes, never mixed:
   containers hold no secrets worth trusting. Anything arriving here is stamped
   `ingest_source=agent`, and records claiming a trusted service.name (`ebpf-egress` above all)
   are dropped before they reach an exporter, so an agent can never forge netlogger records.
-* infra lane (trusted): OTLP gRPC :4319 with TLS and a required client certificate from the
-  monitor's CA. A routing connector sends each service.name to its own index;
-  `service.name=ebpf-egress` goes to `clawker-ebpf-egress`, stamped `ingest_source=netlogger`.
+* infra lane (trusted): OTLP gRPC on `netlogger.trusted_lane.PORT` with TLS and a required
+  client certificate from the monitor's CA. A routing connector sends each service.name to its
+  own index; `service.name=ebpf-egress` goes to `clawker-ebpf-egress`, stamped
+  `ingest_source=netlogger`.
 
 Logs and traces go to OpenSearch, metrics (and spanmetrics RED metrics) to Prometheus by remote
 write. Every pipeline starts with the memory limiter; every exporter has a retrying queue.
@@ -20,11 +21,12 @@ from typing import Any
 
 from monitor import indices
 from monitor.indices import IndexSpec
+from netlogger import trusted_lane
 
 # Container-side ports; the host side comes from settings in compose.yaml.
 OTLP_HTTP_PORT = 4318
 OTLP_GRPC_PORT = 4317
-OTLP_MTLS_PORT = 4319
+OTLP_MTLS_PORT = trusted_lane.PORT
 SELF_METRICS_PORT = 8889
 HEALTH_PORT = 13133
 

@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from monitor.errors import ConfigError
+from netlogger import trusted_lane
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
@@ -37,7 +38,7 @@ class Monitoring(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     otel_collector_port: Port = 4318  # OTLP/HTTP, agent lane
     otel_grpc_port: Port = 4317  # OTLP/gRPC, agent lane
-    otel_mtls_port: Port = 4319  # OTLP/gRPC + mTLS, trusted infra lane (netlogger)
+    otel_mtls_port: Port = trusted_lane.PORT  # OTLP/gRPC + mTLS, trusted infra lane (netlogger)
     opensearch_port: Port = 9200
     opensearch_dashboards_port: Port = 5601
     opensearch_heap_mb: Annotated[int, msgspec.Meta(ge=256, le=65536)] = 512

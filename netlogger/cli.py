@@ -7,6 +7,7 @@ failures exit 1.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import signal
@@ -25,17 +26,23 @@ from netlogger.views import enrolled_rows, status_text, table
 log = logging.getLogger("netlogger")
 
 
+PLUGIN_GROUP = "netlogger.commands"
+
+
+def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
 class _Group(click.Group):
-    # `monitor` is loaded on use: it brings the Docker SDK, 0.4 s of imports.
+    # Commands from other packages (the `monitor` stack) plug in through an entry point, so
+    # the agent imports none of them; each loads on use (monitor brings the Docker SDK, 0.4 s).
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "monitor"])
+        return sorted([*super().list_commands(ctx), *_plugins()])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name == "monitor":
-            from monitor.cli import cli as monitor_cli
-
-            return monitor_cli
-        return super().get_command(ctx, name)
+        command = super().get_command(ctx, name)
+        plugin = _plugins().get(name) if command is None else None
+        return plugin.load() if plugin is not None else command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

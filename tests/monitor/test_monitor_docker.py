@@ -16,6 +16,7 @@ import pytest
 from conftest import StackEnv
 
 from monitor import services as svc
+from netlogger import trusted_lane
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +59,7 @@ def test_up_creates_labelled_stack_and_is_idempotent(
         svc.OTEL_COLLECTOR: {
             "4318/tcp": env.settings["otel_collector_port"],
             "4317/tcp": env.settings["otel_grpc_port"],
-            "4319/tcp": env.settings["otel_mtls_port"],
+            f"{trusted_lane.PORT}/tcp": env.settings["otel_mtls_port"],
             "8889/tcp": env.settings["prometheus_metrics_port"],
         },
     }

@@ -10,13 +10,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 from conftest import StackEnv, in_ci, require
 
-from monitor import bootstrap_assets, collector, dashboards, images, indices, render
+from monitor import bootstrap_assets, certs, collector, dashboards, images, indices, render
 from monitor import services as svc
 from monitor.settings import Monitoring
+from netlogger import trusted_lane
+from netlogger.config.model import OtlpSink
+from netlogger.sinks.otlp import settings as otlp_settings
+from netlogger.sinks.otlp.settings import Tls
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +95,7 @@ def test_compose_ports_from_settings_on_loopback(rendered: StackEnv) -> None:
     s = rendered.settings
     assert published[s["otel_collector_port"]] == (svc.OTEL_COLLECTOR, 4318)
     assert published[s["otel_grpc_port"]] == (svc.OTEL_COLLECTOR, 4317)
-    assert published[s["otel_mtls_port"]] == (svc.OTEL_COLLECTOR, 4319)
+    assert published[s["otel_mtls_port"]] == (svc.OTEL_COLLECTOR, trusted_lane.PORT)
     assert published[s["prometheus_metrics_port"]] == (svc.OTEL_COLLECTOR, 8889)
     assert published[s["opensearch_port"]] == (svc.OPENSEARCH, 9200)
     assert published[s["opensearch_dashboards_port"]] == (svc.DASHBOARDS, 5601)
@@ -190,7 +195,7 @@ def test_lanes_agent_untrusted_infra_mtls(otel: dict[str, Any]) -> None:
     infra = otel["receivers"]["otlp/infra"]["protocols"]
     assert set(infra) == {"grpc"}, "the trusted lane speaks gRPC only"
     tls = infra["grpc"]["tls"]
-    assert infra["grpc"]["endpoint"].endswith(":4319")
+    assert infra["grpc"]["endpoint"].endswith(f":{trusted_lane.PORT}")
     # client_ca_file is what makes the collector require a client certificate.
     assert tls["client_ca_file"].endswith("/ca.pem")
     assert tls["cert_file"].endswith("/collector.pem")
@@ -511,3 +516,26 @@ def test_in_ci_flag_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert in_ci()
     monkeypatch.setenv("CI", "")
     assert not in_ci()
+
+
+def test_init_prints_the_netlogger_sink_line_for_its_certificates(
+    stack_env: StackEnv, tmp_path: Path
+) -> None:
+    result = stack_env.run("init")
+    assert result.exit_code == 0, result.output
+    header, line = result.output.splitlines()[-2:]
+    assert header == (
+        "netlogger's otlp sink for this stack (under sinks: in /etc/netlogger/config.yaml):"
+    )
+    (sink,) = yaml.safe_load(line)
+    made = certs.paths(stack_env.data_dir)
+    assert sink == {
+        "type": "otlp",
+        "endpoint": f"https://localhost:{stack_env.settings['otel_mtls_port']}",
+        "ca": str(made.ca_cert),
+        "cert": str(made.client_cert),
+        "key": str(made.client_key),
+    }
+    # The line is a config netlogger accepts as it is: the files exist, parse and pair up.
+    settings = otlp_settings.from_config(msgspec.convert(sink, OtlpSink), tmp_path, environ={})
+    assert settings.tls == Tls(ca=made.ca_cert, cert=made.client_cert, key=made.client_key)

@@ -11,6 +11,7 @@ from conftest import StackEnv
 from monitor import paths, settings
 from monitor.cli import cli
 from monitor.errors import ConfigError
+from netlogger import trusted_lane
 
 
 def test_defaults_match_the_reference() -> None:
@@ -18,7 +19,7 @@ def test_defaults_match_the_reference() -> None:
     assert mon.host_ports() == {
         "otel_collector_port": 4318,
         "otel_grpc_port": 4317,
-        "otel_mtls_port": 4319,
+        "otel_mtls_port": trusted_lane.PORT,
         "opensearch_port": 9200,
         "opensearch_dashboards_port": 5601,
         "prometheus_port": 9090,

@@ -12,7 +12,7 @@ import pytest
 from monitor import certs as monitor_certs
 from monitor.certs import CertPaths
 from netlogger.sinks.otlp import OtlpExportSink
-from netlogger.sinks.otlp_settings import Settings, Tls
+from netlogger.sinks.otlp.settings import Settings, Tls
 from tests.otlp.receiver import Receiver
 from tests.otlp.records import HOST
 

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from netlogger.pipeline.record import EVENT_NAMES, Item, Record
-from netlogger.sinks import otlp_encode
+from netlogger.sinks.otlp import encode
 from tests.otlp.conftest import MakeSink
 from tests.otlp.receiver import Receiver, attributes, value
 from tests.otlp.records import HOST, every_kind
@@ -24,7 +24,7 @@ def typed(attrs: dict[str, Any]) -> dict[str, tuple[type, Any]]:
 
 def expected_attributes(item: Item) -> dict[str, Any]:
     """The record contract: exactly the keys and types `tail --json` prints, plus record_id."""
-    return {**msgspec.to_builtins(item), "record_id": otlp_encode.record_id(item, HOST)}
+    return {**msgspec.to_builtins(item), "record_id": encode.record_id(item, HOST)}
 
 
 def unix_ns(ts: str) -> int:
@@ -111,21 +111,21 @@ def test_environment_cannot_reroute_service_name(
      2**63 - 1, -1, -(2**63), 90_000_000_000_000],
 )  # fmt: skip
 def test_ints_encode_as_protobuf_does(number: int) -> None:
-    assert otlp_encode.any_value(number) == AnyValue(int_value=number).SerializeToString()
+    assert encode.any_value(number) == AnyValue(int_value=number).SerializeToString()
 
 
 @pytest.mark.parametrize("text", ["", "a", "é∂", "x" * 200, "y" * 20000])
 def test_strings_encode_as_protobuf_does(text: str) -> None:
-    assert otlp_encode.any_value(text) == AnyValue(string_value=text).SerializeToString()
+    assert encode.any_value(text) == AnyValue(string_value=text).SerializeToString()
 
 
 def test_bools_and_lists_encode_as_protobuf_does() -> None:
-    assert otlp_encode.any_value(True) == AnyValue(bool_value=True).SerializeToString()
-    assert otlp_encode.any_value(False) == AnyValue(bool_value=False).SerializeToString()
+    assert encode.any_value(True) == AnyValue(bool_value=True).SerializeToString()
+    assert encode.any_value(False) == AnyValue(bool_value=False).SerializeToString()
     listed = AnyValue()
     listed.array_value.values.add(string_value="a")
     listed.array_value.values.add(int_value=5)
-    assert otlp_encode.any_value(["a", 5]) == listed.SerializeToString()
+    assert encode.any_value(["a", 5]) == listed.SerializeToString()
 
 
 def test_cached_attribute_bytes_follow_each_record() -> None:
@@ -141,7 +141,7 @@ def test_cached_attribute_bytes_follow_each_record() -> None:
         decision(3, action="denied", reason="default_deny", rule=None),
         decision(4),
     ]
-    parsed = ScopeLogs.FromString(otlp_encode.LogEncoder(HOST).encode(items, 1)).log_records
+    parsed = ScopeLogs.FromString(encode.LogEncoder(HOST).encode(items, 1)).log_records
     for item, rec in zip(items, parsed, strict=True):
         assert typed(attributes(rec)) == typed(expected_attributes(item))
     assert [r.severity_text for r in parsed] == ["INFO", "INFO", "INFO", "WARN", "INFO"]
@@ -151,7 +151,7 @@ def test_ordinary_decisions_take_the_fast_path() -> None:
     # Only the first record of each wall-clock second parses its timestamp the slow way.
     from tests.otlp.records import decision
 
-    encoder = otlp_encode.LogEncoder(HOST)
+    encoder = encode.LogEncoder(HOST)
     encoder.encode([decision(seq) for seq in range(100)], 1)
     assert encoder.fallbacks == 1
     encoder.encode([decision(seq, dst_ip=f"10.9.0.{seq}") for seq in range(100, 200)], 1)
@@ -165,5 +165,5 @@ def test_per_record_ints_survive_every_varint_length(number: int) -> None:
     from tests.otlp.records import decision
 
     item = decision(number, bpf_ts_ns=number, sock_cookie=number)
-    (rec,) = ScopeLogs.FromString(otlp_encode.LogEncoder(HOST).encode([item], 1)).log_records
+    (rec,) = ScopeLogs.FromString(encode.LogEncoder(HOST).encode([item], 1)).log_records
     assert typed(attributes(rec)) == typed(expected_attributes(item))

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from monitor import certs as monitor_certs
 from monitor.certs import CertPaths
+from netlogger import trusted_lane
 from netlogger.config.model import OtlpSink
 from netlogger.errors import StateError, UsageError
-from netlogger.sinks import otlp, otlp_settings
-from netlogger.sinks.otlp_settings import Tls
+from netlogger.sinks import otlp
+from netlogger.sinks.otlp import settings as otlp_settings
+from netlogger.sinks.otlp.settings import Tls
 from tests.otlp.conftest import MakeSink
 from tests.otlp.receiver import Receiver, wait_until
 from tests.otlp.records import every_kind
 
+REPO = Path(__file__).parents[2]
 GRPC_REFUSAL = "UNAVAILABLE: failed to connect to all addresses"
+OTEL_SUFFIXES = ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY", "HEADERS")
 
 
 def refused(
@@ -91,13 +101,10 @@ def test_refused_then_fixed_delivers_what_was_spooled(
 
 
 @pytest.fixture
-def monitor_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A monitor data dir without certificates; no OTEL_* variables leak in."""
-    home = tmp_path / "monitor-home"
-    monkeypatch.setenv("CLAWKER_DATA_DIR", str(home))
-    for suffix in ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY", "HEADERS"):
+def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OTEL_* variables leak in."""
+    for suffix in OTEL_SUFFIXES:
         monkeypatch.delenv(otlp_settings.ENV + suffix, raising=False)
-    return home
 
 
 def refuse(cfg: OtlpSink, state_dir: Path) -> str:
@@ -129,34 +136,23 @@ def refuse(cfg: OtlpSink, state_dir: Path) -> str:
     ],
 )  # fmt: skip
 def test_bad_endpoints_are_refused(
-    endpoint: str, message: str, monitor_home: Path, tmp_path: Path
+    endpoint: str, message: str, no_otel_env: None, tmp_path: Path
 ) -> None:
     assert refuse(OtlpSink(endpoint=endpoint), tmp_path) == message
 
 
-def test_missing_default_certificates_say_run_monitor_init(
-    monitor_home: Path, tmp_path: Path
-) -> None:
-    message = refuse(OtlpSink(), tmp_path)
-    ca = monitor_home / "certs" / "ca.pem"
-    assert message == (
-        f"otlp sink: cannot read ca {ca}: No such file or directory (run `netlogger monitor "
-        "init`, or set ca in the otlp sink's config)"
-    )
-
-
 def test_remote_endpoint_without_client_certificate_is_refused(
-    monitor_home: Path, tmp_path: Path, certs: CertPaths
+    no_otel_env: None, tmp_path: Path, certs: CertPaths
 ) -> None:
     cfg = OtlpSink(endpoint="https://collector.example:4319", ca=str(certs.ca_cert))
     assert refuse(cfg, tmp_path) == (
         "otlp sink: collector.example is another host, so the trusted lane needs a client "
-        "certificate: set cert and key (or run `netlogger monitor init` for the defaults)"
+        "certificate: set cert and key"
     )
 
 
 def test_cert_without_key_and_mismatched_pairs_are_refused(
-    monitor_home: Path, tmp_path: Path, certs: CertPaths, other_certs: CertPaths
+    no_otel_env: None, tmp_path: Path, certs: CertPaths, other_certs: CertPaths
 ) -> None:
     lone = OtlpSink(cert=str(certs.client_cert))
     assert refuse(lone, tmp_path) == "otlp sink: cert and key go together: set both or neither"
@@ -194,19 +190,92 @@ def test_bad_spool_and_retry_values_are_refused(
     assert refuse(cfg, tmp_path) == message
 
 
-def test_defaults_are_the_monitor_init_certificates(monitor_home: Path, tmp_path: Path) -> None:
-    from monitor import certs as monitor_certs
+DEFAULTS_PROBE = """
+import json, sys
+from pathlib import Path
+from netlogger.config.model import OtlpSink
+from netlogger.errors import UsageError
+from netlogger.sinks.otlp import settings
+try:
+    found = settings.from_config(OtlpSink(), Path(sys.argv[1]))
+except UsageError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    tls = found.tls
+    print(json.dumps({"endpoint": found.endpoint, "tls": [str(tls.ca), str(tls.cert), str(tls.key)],
+                      "spool": str(found.spool_dir), "spool_max": found.spool_max_bytes}))
+"""
 
-    made = monitor_certs.generate(monitor_home)
-    settings = otlp_settings.from_config(OtlpSink(), tmp_path)
-    assert (settings.host, settings.port) == ("localhost", 4319)
-    assert settings.tls == Tls(made.ca_cert, made.client_cert, made.client_key)
-    assert settings.spool_dir == tmp_path / "otlp-spool"
-    assert settings.spool_max_bytes == 256 << 20
+
+def defaults_on_a_host(tmp_path: Path, files: dict[str, Path]) -> Any:
+    """`from_config(OtlpSink())` on a host whose /etc/netlogger/tls/ holds only `files`.
+
+    It runs in a private mount namespace: /etc is an overlay and /etc/netlogger a fresh tmpfs
+    there, so the host's /etc is neither read nor written. HOME is a directory where
+    `monitor init` wrote its certificates: the defaults must not find them.
+    """
+    home, upper, work = tmp_path / "home", tmp_path / "upper", tmp_path / "work"
+    for directory in (home, upper, work):
+        directory.mkdir()
+    monitor_certs.generate(home / ".local/share/clawker/monitor")
+    copies = "".join(f"cp {src} /etc/netlogger/tls/{name}\n" for name, src in files.items())
+    script = (
+        "set -e\n"
+        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc\n"
+        "mkdir -p /etc/netlogger\n"
+        "mount -t tmpfs -o mode=0755 tmpfs /etc/netlogger\n"
+        "mkdir /etc/netlogger/tls\n"
+        f"{copies}"
+        f'exec {sys.executable} -c "$0" "$1"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWKER_", "XDG_"))}
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+         DEFAULTS_PROBE, str(tmp_path / "state")],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.kernel  # a mount namespace: root
+def test_defaults_are_the_hosts_files_under_etc_netlogger(tmp_path: Path, certs: CertPaths) -> None:
+    given = {
+        "ca.pem": certs.ca_cert,
+        "client.pem": certs.client_cert,
+        "client.key": certs.client_key,
+    }
+    found = defaults_on_a_host(tmp_path, given)
+    assert found == {
+        "endpoint": f"localhost:{trusted_lane.PORT}",
+        "tls": ["/etc/netlogger/tls/ca.pem", "/etc/netlogger/tls/client.pem",
+                "/etc/netlogger/tls/client.key"],
+        "spool": str(tmp_path / "state" / "otlp-spool"),
+        "spool_max": 256 << 20,
+    }  # fmt: skip
+
+
+@pytest.mark.kernel  # a mount namespace: root
+def test_missing_defaults_name_etc_netlogger_not_the_users_home(tmp_path: Path) -> None:
+    found = defaults_on_a_host(tmp_path, {})
+    assert found == {
+        "error": "otlp sink: cannot read ca /etc/netlogger/tls/ca.pem: No such file or "
+        "directory (set ca in the otlp sink's config; `netlogger monitor init` prints the "
+        "lines for its certificates)"
+    }
+
+
+def test_the_default_files_are_under_etc_netlogger_tls() -> None:
+    assert {
+        "ca": Path("/etc/netlogger/tls/ca.pem"),
+        "cert": Path("/etc/netlogger/tls/client.pem"),
+        "key": Path("/etc/netlogger/tls/client.key"),
+    } == otlp_settings.DEFAULT_TLS
 
 
 def test_otel_logs_variables_supply_the_files(
-    monitor_home: Path, tmp_path: Path, certs: CertPaths, monkeypatch: pytest.MonkeyPatch
+    no_otel_env: None, tmp_path: Path, certs: CertPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(otlp_settings.ENV + "CERTIFICATE", str(certs.ca_cert))
     monkeypatch.setenv(otlp_settings.ENV + "CLIENT_CERTIFICATE", str(certs.client_cert))
@@ -219,7 +288,7 @@ def test_otel_logs_variables_supply_the_files(
     assert settings.endpoint == "collector.example:14319"
 
 
-def test_plaintext_is_allowed_on_loopback_only(monitor_home: Path, tmp_path: Path) -> None:
+def test_plaintext_is_allowed_on_loopback_only(no_otel_env: None, tmp_path: Path) -> None:
     settings = otlp_settings.from_config(OtlpSink(endpoint="http://[::1]:4317"), tmp_path)
     assert settings.tls is None
     assert settings.endpoint == "[::1]:4317"

@@ -7,12 +7,12 @@ from pathlib import Path
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Record
-from netlogger.sinks import otlp_encode
-from netlogger.sinks.spool import Span, Spans, Spool, spans_of
+from netlogger.sinks.otlp import encode
+from netlogger.sinks.otlp.spool import Span, Spans, Spool, spans_of
 from tests.otlp.receiver import attributes
 from tests.otlp.records import HOST, decision
 
-ENCODER = otlp_encode.LogEncoder(HOST)
+ENCODER = encode.LogEncoder(HOST)
 
 
 def gap_entries(spans: Spans) -> tuple[bytes, int]:
@@ -29,9 +29,9 @@ def open_spool(directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = 4
         directory,
         max_bytes,
         segment_bytes,
-        frames=otlp_encode.frames,
+        frames=encode.frames,
         gap_entries=gap_entries,
-        spans_from_data=otlp_encode.spans_from_data,
+        spans_from_data=encode.spans_from_data,
     )
 
 
@@ -55,7 +55,7 @@ def test_a_torn_last_entry_is_cut_off_at_open(tmp_path: Path) -> None:
     spool.close()
     (segment,) = tmp_path.glob("*.seg")
     whole = segment.read_bytes()
-    segment.write_bytes(whole + otlp_encode.LogEncoder(HOST).encode([decision(3)], 1)[:-5])
+    segment.write_bytes(whole + encode.LogEncoder(HOST).encode([decision(3)], 1)[:-5])
 
     reopened = open_spool(tmp_path)
     assert reopened.figures() == (3, len(whole), 1)
@@ -114,6 +114,6 @@ def test_spans_count_what_gap_records_stand_for() -> None:
               gap_seq_first=5, gap_seq_last=14, cgroup_id="11")  # fmt: skip
     spans = spans_of([decision(4, cgroup_id="11"), gap, decision(15, cgroup_id="11")])
     assert spans == {"11": Span(12, 4, 15, decision(4).ts)}
-    assert otlp_encode.spans_from_data(
-        otlp_encode.LogEncoder(HOST).encode([decision(4, cgroup_id="11"), gap], 1)
+    assert encode.spans_from_data(
+        encode.LogEncoder(HOST).encode([decision(4, cgroup_id="11"), gap], 1)
     ) == {"11": Span(11, 4, 14, decision(4).ts)}

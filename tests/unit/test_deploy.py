@@ -22,6 +22,7 @@ MOUNTS = {
     "/var/lib/netlogger",
     "/var/run/docker.sock",
     "/etc/netlogger/config.yaml",
+    "/etc/netlogger/tls",
 }
 
 

@@ -2,7 +2,7 @@
 
 The SDK exporter keeps what it does well: the channel and its TLS credentials, headers,
 compression, the per-request deadline, re-creating the channel after UNAVAILABLE, and its
-own metrics. Two things change. Requests arrive as bytes (otlp_encode builds them), so the
+own metrics. Two things change. Requests arrive as bytes (encode.py builds them), so the
 stub sends them without re-serializing; and the exporter retries nothing, because the spool
 owns retrying and a blocked sender would delay the half-open probe.
 
@@ -27,7 +27,7 @@ from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
-from netlogger.sinks.otlp_settings import Settings, Tls
+from netlogger.sinks.otlp.settings import Settings, Tls
 
 _EXPORT_METHOD = "/{}/Export".format(
     logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name

@@ -1,18 +1,18 @@
 """The OTLP logs sink: every record to the collector's trusted lane, nothing lost to an outage.
 
     export(batch) --encode--> spool (on disk, bounded) --sender thread--> OTLP/gRPC + mTLS
-                  otlp_encode    spool.py                              otlp_wire
+                  encode.py      spool.py                              wire.py
 
 `export` only encodes and appends, so the agent's reader never waits on the network. One
 sender thread sends the oldest spooled segment, deletes it when the collector acknowledged
 it, and on failure backs off exponentially (with jitter) and then probes with an empty export
 request (half-open) before replaying the backlog in order. Delivery is at least once: a
 segment whose acknowledgement was lost is sent again, and every record carries a stable
-`record_id` (see otlp_encode) so downstream can drop the duplicate.
+`record_id` (see encode.py) so downstream can drop the duplicate.
 
 The wire is the OpenTelemetry SDK's gRPC log exporter (endpoint, TLS credentials, headers,
 compression, deadline, channel re-creation). What the sink bypasses is the SDK's per-record
-machinery: records are encoded straight to protobuf bytes (otlp_encode) and the exporter is
+machinery: records are encoded straight to protobuf bytes (encode.py) and the exporter is
 handed an already serialized request, because building SDK LogRecords and protobuf objects
 per record is what limits throughput. The exporter's own retries are switched off: the
 spool owns retrying.
@@ -41,9 +41,10 @@ from opentelemetry.sdk.resources import Resource
 from netlogger.config.model import OtlpSink
 from netlogger.errors import StateError
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Item
-from netlogger.sinks import otlp_encode, otlp_settings, otlp_wire
-from netlogger.sinks.otlp_settings import Settings
-from netlogger.sinks.spool import Spans, Spool, spans_of
+from netlogger.sinks.otlp import encode, wire
+from netlogger.sinks.otlp.settings import Settings
+from netlogger.sinks.otlp.settings import from_config as settings_from_config
+from netlogger.sinks.otlp.spool import Spans, Spool, spans_of
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def from_config(cfg: OtlpSink, host_name: str, state_dir: Path) -> OtlpExportSin
     Raises UsageError (a bad value: names the key and what to do) or StateError (the spool is
     unusable or in use) before any thread starts.
     """
-    return OtlpExportSink(otlp_settings.from_config(cfg, state_dir), host_name)
+    return OtlpExportSink(settings_from_config(cfg, state_dir), host_name)
 
 
 def _version() -> str:
@@ -93,7 +94,7 @@ def _resource(host_name: str) -> bytes:
     machine_id = _machine_id()
     if machine_id:
         identity["host.id"] = machine_id
-    return otlp_encode.resource(dict(Resource.create(identity).attributes))
+    return encode.resource(dict(Resource.create(identity).attributes))
 
 
 def _machine_id() -> str:
@@ -108,20 +109,20 @@ class OtlpExportSink:
 
     def __init__(self, settings: Settings, host_name: str) -> None:
         self.settings = settings
-        self._encoder = otlp_encode.LogEncoder(host_name)
+        self._encoder = encode.LogEncoder(host_name)
         self._host_name = host_name
         self._resource = _resource(host_name)
-        self._scope = otlp_encode.scope(SCOPE_NAME, _version())
+        self._scope = encode.scope(SCOPE_NAME, _version())
         self._spool = Spool(
             settings.spool_dir,
             settings.spool_max_bytes,
             settings.segment_bytes,
-            frames=otlp_encode.frames,
+            frames=encode.frames,
             gap_entries=self._gap_entries,
-            spans_from_data=otlp_encode.spans_from_data,
+            spans_from_data=encode.spans_from_data,
         )
         try:
-            self._exporter = otlp_wire.Exporter(settings)
+            self._exporter = wire.Exporter(settings)
         except BaseException:
             self._spool.close()  # release the spool's lock for whoever tries next
             raise
@@ -188,7 +189,7 @@ class OtlpExportSink:
     # -- sending -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        probe = otlp_wire.Request(otlp_encode.request(self._resource, self._scope, b""), 0)
+        probe = wire.Request(encode.request(self._resource, self._scope, b""), 0)
         self._send(probe)  # learn at once whether the collector is there
         while not self._stop.is_set():
             # After a failure: wait out the backoff, then a half-open probe; if that fails too,
@@ -199,8 +200,8 @@ class OtlpExportSink:
             if taken is None:
                 continue
             segment, entries = taken
-            request = otlp_encode.request(self._resource, self._scope, entries)
-            if self._send(otlp_wire.Request(request, segment.count)):
+            request = encode.request(self._resource, self._scope, entries)
+            if self._send(wire.Request(request, segment.count)):
                 self._spool.ack(segment)
                 self._sent += segment.count
             else:
@@ -211,14 +212,14 @@ class OtlpExportSink:
         base = min(settings.retry_max, settings.retry_initial * 2 ** (self._failures - 1))
         return base * random.uniform(0.8, 1.2)
 
-    def _send(self, request: otlp_wire.Request) -> bool:
+    def _send(self, request: wire.Request) -> bool:
         if self._stop.is_set():
             return False
         if self._exporter.send(request):
             self._delivered()
             return True
         if not self._stop.is_set():
-            self._failed(otlp_wire.describe(self._exporter.outcome.error))
+            self._failed(wire.describe(self._exporter.outcome.error))
         return False
 
     def _delivered(self) -> None:
@@ -243,7 +244,7 @@ class OtlpExportSink:
         if error != self._grpc_error:
             # Something new went wrong: find out why, in words, once (not on every probe).
             self._grpc_error = error
-            why = otlp_wire.diagnose(self.settings)
+            why = wire.diagnose(self.settings)
             self._last_error = f"{why} ({error})" if why else error
             log.warning(
                 "otlp: cannot deliver to %s: %s; spooling to %s",

@@ -41,7 +41,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
-from netlogger.sinks.spool import Span, Spans
+from netlogger.sinks.otlp.spool import Span, Spans
 
 # OpenTelemetry severity numbers: INFO=9, WARN=13.
 SEVERITY = {"allowed": (9, "INFO"), "denied": (13, "WARN"), "bypassed": (13, "WARN")}

@@ -3,8 +3,9 @@
 The trusted lane is mTLS: an endpoint on another host must be `https://` with a client
 certificate, key and CA. Plaintext (`http://`) is accepted only for a collector on loopback.
 TLS files come from the sink's config, else the standard `OTEL_EXPORTER_OTLP_LOGS_*`
-variables, else the files `netlogger monitor init` generates. Every problem is a UsageError
-whose one line names the key and what to do.
+variables, else the host's files under /etc/netlogger/tls/: a host agent runs as a system
+service, so its defaults never depend on whose home directory started it. Every problem is a
+UsageError whose one line names the key and what to do.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from netlogger import trusted_lane
 from netlogger.config.model import OtlpSink
 from netlogger.errors import UsageError
 from netlogger.units import parse_duration, parse_size
 
-DEFAULT_PORT = 4319  # the collector's mTLS lane (monitor.collector.OTLP_MTLS_PORT)
+TLS_DIR = Path("/etc/netlogger/tls")
+DEFAULT_TLS = {
+    "ca": TLS_DIR / "ca.pem",
+    "cert": TLS_DIR / "client.pem",
+    "key": TLS_DIR / "client.key",
+}
 SPOOL_SUBDIR = "otlp-spool"
 MIN_SPOOL_BYTES = 64 * 1024
 MAX_SEGMENT_BYTES = 1 << 20  # one request; well under gRPC's default 4 MiB receive limit
@@ -107,7 +114,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int, bool]:
             "(http:// only for a collector on this host)"
         )
     try:
-        host, port = parts.hostname, parts.port or DEFAULT_PORT
+        host, port = parts.hostname, parts.port or trusted_lane.PORT
     except ValueError:  # a port that is not a number or out of range
         host, port = None, 0
     if not host or parts.path.strip("/") or parts.query:
@@ -130,13 +137,6 @@ def is_loopback(host: str) -> bool:
         return False  # a name: resolving it here would let DNS decide whether TLS is needed
 
 
-def _monitor_certs() -> tuple[Path, Path, Path]:
-    from monitor import certs, paths  # the monitor stack writes these on `monitor init`
-
-    found = certs.paths(paths.default_data_dir())
-    return found.ca_cert, found.client_cert, found.client_key
-
-
 def _tls(cfg: OtlpSink, env: Mapping[str, str], host: str) -> Tls:
     given = {
         "ca": cfg.ca or env.get(ENV + "CERTIFICATE"),
@@ -144,13 +144,13 @@ def _tls(cfg: OtlpSink, env: Mapping[str, str], host: str) -> Tls:
         "key": cfg.key or env.get(ENV + "CLIENT_KEY"),
     }
     if not any(given.values()):
-        given = dict(zip(("ca", "cert", "key"), map(str, _monitor_certs()), strict=True))
+        given = {what: str(path) for what, path in DEFAULT_TLS.items()}
     if bool(given["cert"]) != bool(given["key"]):
         raise UsageError("otlp sink: cert and key go together: set both or neither")
     if not given["cert"] and not is_loopback(host):
         raise UsageError(
             f"otlp sink: {host} is another host, so the trusted lane needs a client "
-            "certificate: set cert and key (or run `netlogger monitor init` for the defaults)"
+            "certificate: set cert and key"
         )
     ca = _check(given["ca"], "ca", x509.load_pem_x509_certificates)
     cert = _check(given["cert"], "cert", x509.load_pem_x509_certificates)
@@ -172,8 +172,8 @@ def _check(path: str | None, what: str, parse: Callable[[bytes], Any]) -> Path |
         data = file.read_bytes()
     except OSError as exc:
         raise UsageError(
-            f"otlp sink: cannot read {what} {file}: {exc.strerror} (run `netlogger monitor "
-            f"init`, or set {what} in the otlp sink's config)"
+            f"otlp sink: cannot read {what} {file}: {exc.strerror} (set {what} in the otlp "
+            "sink's config; `netlogger monitor init` prints the lines for its certificates)"
         ) from None
     try:
         parse(data)
