@@ -336,24 +336,19 @@ def _check(data: Any, origins: _Origins, reading: list[Problem]) -> tuple[Config
     return config, policies
 
 
-def _policies_only(src: Source) -> None:
+def _policies_only(src: Source) -> list[Problem]:
     extra = sorted(set(src.data) - {"policies"}) if isinstance(src.data, dict) else [""]
-    if extra:
-        raise ConfigError(
-            [src.problem((k,) if k else (), "a policy file holds only `policies:`") for k in extra]
-        )
+    return [src.problem((k,) if k else (), "a policy file holds only `policies:`") for k in extra]
 
 
-def check_source(src: Source, policies_only: bool = False) -> Checked:
+def check_source(src: Source) -> Checked:
     """Validate parsed YAML; raise ConfigError listing every problem."""
-    if policies_only:
-        _policies_only(src)
     config, policies = _check(src.data, _Origins(src, {}), src.problems)
     return Checked(config, policies, src)
 
 
-def check_file(path: Path, policies_only: bool = False) -> Checked:
-    return check_source(source.load(path), policies_only)
+def check_file(path: Path) -> Checked:
+    return check_source(source.load(path))
 
 
 def validate(
@@ -372,11 +367,11 @@ def validate(
     reading = list(base.problems)
     if policy_file is not None:
         policy = source.load(policy_file)
-        _policies_only(policy)
-        keys["policies"], reading = policy, reading + policy.problems
-        if isinstance(data, dict):
+        keys["policies"] = policy
+        reading += policy.problems + _policies_only(policy)
+        if isinstance(data, dict) and isinstance(policy.data, dict):
             data.pop("policies", None)
-            data.update(policy.data)
+            data.update({k: v for k, v in policy.data.items() if k == "policies"})
     for key, value in (flags or {}).items():
         keys[key] = CLI_FLAGS[key]
         if isinstance(data, dict):

@@ -343,3 +343,17 @@ def test_flags_and_policy_files_are_checked_with_the_config(tmp_path: Path) -> N
         "command line: --metrics: metrics address '10.0.0.1:9464' must be a loopback host:port, "
         "like 127.0.0.1:9464",
     ]
+
+
+def test_a_policy_file_holds_only_policies_and_hides_nothing(tmp_path: Path) -> None:
+    config, policy = tmp_path / "c.yaml", tmp_path / "p.yaml"
+    config.write_text("limits: {ring_size: 3000}\n")
+    policy.write_text("metrics: 127.0.0.1:1\npolicies:\n  default: {mode: enfroce}\n")
+    with pytest.raises(ConfigError) as info:
+        validate(config, policy)
+    assert [str(p) for p in info.value.problems] == [
+        f"{config}:1: limits.ring_size: 3000 is not a power of two from the page size (4096 "
+        "bytes) to 2GiB, which the kernel needs; like 8MiB",
+        f"{policy}:1: metrics: a policy file holds only `policies:`",
+        f"{policy}:3: policies.default.mode: 'enfroce' is not one of enforce, audit",
+    ]
