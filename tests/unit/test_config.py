@@ -252,10 +252,10 @@ policies:
         "ring_size",
         "p.yaml:6: policies.default.mode: 'enfroce' is not one of enforce, audit",
         "p.yaml:8: policies.default.allow[0].proto: 'sctp' is not one of tcp, udp, any",
-        "p.yaml:8: policies.default.allow[0].ports: bad port 70000: ports run from 1 to 65535, "
-        "low to high",
         "p.yaml:8: policies.default.allow[0].cidr: bad cidr '10.0.0.1/8': 10.0.0.1/8 has host "
         "bits set",
+        "p.yaml:8: policies.default.allow[0].ports: bad port 70000: ports run from 1 to 65535, "
+        "low to high",
         "p.yaml:9: policies.default.allow[1]: Expected `object`, got `int`",
         # The item after a broken one keeps its own index.
         "p.yaml:10: policies.default.allow[2].ports: bad port 0: ports run from 1 to 65535, low "
@@ -356,4 +356,13 @@ def test_a_policy_file_holds_only_policies_and_hides_nothing(tmp_path: Path) -> 
         "bytes) to 2GiB, which the kernel needs; like 8MiB",
         f"{policy}:1: metrics: a policy file holds only `policies:`",
         f"{policy}:3: policies.default.mode: 'enfroce' is not one of enforce, audit",
+    ]
+
+
+def test_the_domain_check_hides_no_other_value_of_its_rule() -> None:
+    assert problems("policies:\n  default:\n    allow: [{domain: a.example, ports: [0]}]\n") == [
+        "p.yaml:3: policies.default.allow[0].domain: domain rules need DNS-answer tracking, "
+        "which this version does not have yet; use a cidr rule",
+        "p.yaml:3: policies.default.allow[0].ports: bad port 0: ports run from 1 to 65535, low "
+        "to high",
     ]
