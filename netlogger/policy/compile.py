@@ -172,20 +172,20 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
     port_rules: list[tuple[Network, abi.PortRule]] = []
     for i, rule in enumerate(policy.allow):
         at = (*where, "allow", i)
+        # Every bad value of a rule is reported, not only the first.
+        cidr_only = rule.cidr is not None and rule.domain is None
+        net = _value(problems, (*at, "cidr"), _network, rule) if cidr_only else None
+        ranges = _value(problems, (*at, "ports"), parse_ports, rule.ports)
         if (rule.cidr is None) == (rule.domain is None):
             problems.append((at, "give exactly one of cidr or domain"))
             continue
-        # Every bad value of a rule is reported, not only the first.
         if rule.domain is not None:
             problems += [((*at, "domain"), p) for p in domain_problems(rule.domain)]
-            _value(problems, (*at, "ports"), parse_ports, rule.ports)
             continue
         rule_id = stable_id(name, "allow", rule.name or f"{rule.cidr}|{rule.ports}|{rule.proto}")
         if rule_id in out.rules:
             problems.append((at, f"duplicates {out.rules[rule_id].name}"))
             continue
-        net = _value(problems, (*at, "cidr"), _network, rule)
-        ranges = _value(problems, (*at, "ports"), parse_ports, rule.ports)
         if net is None or ranges is None:
             continue
         out.rules[rule_id] = RuleInfo(rule_id, name, _rule_name(name, i, rule))

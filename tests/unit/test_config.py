@@ -361,8 +361,15 @@ def test_a_policy_file_holds_only_policies_and_hides_nothing(tmp_path: Path) -> 
 
 def test_the_domain_check_hides_no_other_value_of_its_rule() -> None:
     assert problems("policies:\n  default:\n    allow: [{domain: a.example, ports: [0]}]\n") == [
+        "p.yaml:3: policies.default.allow[0].ports: bad port 0: ports run from 1 to 65535, low "
+        "to high",
         "p.yaml:3: policies.default.allow[0].domain: domain rules need DNS-answer tracking, "
         "which this version does not have yet; use a cidr rule",
+    ]
+    # A cidr of the wrong type is cut away; the rule's ports are still checked, and its
+    # "give exactly one of cidr or domain" (which only the cut makes true) is left out.
+    assert problems("policies:\n  default:\n    allow: [{cidr: 5, ports: [0]}]\n") == [
+        "p.yaml:3: policies.default.allow[0].cidr: Expected `str`, got `int`",
         "p.yaml:3: policies.default.allow[0].ports: bad port 0: ports run from 1 to 65535, low "
         "to high",
     ]
