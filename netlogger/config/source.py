@@ -22,7 +22,7 @@ from netlogger.errors import ConfigError, Problem
 Path_ = tuple[str | int, ...]
 
 MAX_BYTES = 1 << 20
-MAX_EXPANDED = 100_000  # values reached a second time, through an alias
+MAX_EXPANDED = 10_000  # values reached a second time, through an alias
 MAX_DEPTH = 32  # a config nests about six deep
 
 
