@@ -246,7 +246,7 @@ def _sink(i: int, sink: Sink, state_dir: Path) -> list[Located]:
         ]
         if problems:
             return problems
-        from netlogger.sinks import otlp_settings  # certificates are read only when asked for
+        from netlogger.sinks.otlp import settings as otlp_settings  # loaded only when asked for
 
         try:
             otlp_settings.from_config(sink, state_dir)
