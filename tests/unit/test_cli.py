@@ -33,7 +33,6 @@ def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[s
 def test_the_walk_reaches_the_groups_and_their_subcommands() -> None:
     found = set(commands(cli))
     assert {("monitor", "up"), ("monitor", "agent-env"), ("policy", "check"), ("run",)} <= found
-    assert len(found) == 18
 
 
 @pytest.mark.parametrize("command", sorted(commands(cli)), ids=" ".join)
