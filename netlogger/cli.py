@@ -115,7 +115,12 @@ def doctor(as_json: bool) -> None:
 
 @cli.group()
 def policy() -> None:
-    """Work with policy files."""
+    """Work with policy files.
+
+    \b
+    Example:
+      netlogger policy check /etc/netlogger/config.yaml
+    """
 
 
 @policy.command("check")
@@ -127,9 +132,9 @@ def policy_check(file: Path) -> None:
     Examples:
       netlogger policy check /etc/netlogger/config.yaml
     """
-    from netlogger.config.check import check_file
+    from netlogger.config.check import validate
 
-    checked = check_file(file)
+    checked = validate(file)
     rows = []
     for name, compiled in checked.policies.policies.items():
         rules = sum(1 for r in checked.policies.rules.values() if r.policy == name)
@@ -255,18 +260,26 @@ def run(
       netlogger run --policy egress.yaml --sink console --sink jsonl:/var/log/nl.jsonl
     """
     from netlogger.agent import Agent, RunOptions
-    from netlogger.config.check import load_run_config
+    from netlogger.config.check import validate
     from netlogger.sinks.factory import parse_spec
 
-    checked = load_run_config(config_file, policy_file)
+    given = {
+        "scope": scope,
+        "pin_root": str(pin_root) if pin_root else None,
+        "control_socket": str(control_socket) if control_socket else None,
+        "metrics": metrics,
+        "sinks": [parse_spec(s) for s in sink_specs] or None,
+    }
+    # The flags are checked with the file, by the same validation as `policy check`.
+    checked = validate(config_file, policy_file, {k: v for k, v in given.items() if v})
     cfg = checked.config
     options = RunOptions(
         checked=checked,
-        scope=scope or cfg.scope,
-        pin_root=pin_root or Path(cfg.pin_root),
-        control_socket=control.socket_path(control_socket or cfg.control_socket),
-        metrics=metrics or cfg.metrics,
-        sinks=[parse_spec(s) for s in sink_specs] if sink_specs else list(cfg.sinks),
+        scope=cfg.scope,
+        pin_root=Path(cfg.pin_root),
+        control_socket=control.socket_path(cfg.control_socket),
+        metrics=cfg.metrics,
+        sinks=list(cfg.sinks),
         state_dir=Path(cfg.state_dir),
     )
     agent = Agent(options)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from netlogger.config.model import Policy, Rule
 from netlogger.kernel import abi
@@ -18,6 +20,9 @@ from netlogger.kernel import abi
 Located = tuple[tuple[str | int, ...], str]  # (path in the config, message)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+A = TypeVar("A")
+T = TypeVar("T")
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 POLICY_NAME_MAX = 31
@@ -101,6 +106,25 @@ def _network(rule: Rule) -> Network:
     return net
 
 
+def _value(
+    problems: list[Located], at: tuple[str | int, ...], parse: Callable[[A], T], arg: A
+) -> T | None:
+    """parse(arg), or None with its ValueError appended to `problems` at `at`."""
+    try:
+        return parse(arg)
+    except ValueError as exc:
+        problems.append((at, str(exc)))
+        return None
+
+
+def domain_problems(domain: str) -> list[str]:
+    """What is wrong with a `domain:` rule; the one place that decides whether they are valid."""
+    return [
+        "domain rules need DNS-answer tracking, which this version does not have yet; "
+        "use a cidr rule"
+    ]
+
+
 def _rule_name(policy: str, index: int, rule: Rule) -> str:
     return rule.name or f"{policy}.allow[{index}]"
 
@@ -148,31 +172,21 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
     port_rules: list[tuple[Network, abi.PortRule]] = []
     for i, rule in enumerate(policy.allow):
         at = (*where, "allow", i)
+        # Every bad value of a rule is reported, not only the first.
+        cidr_only = rule.cidr is not None and rule.domain is None
+        net = _value(problems, (*at, "cidr"), _network, rule) if cidr_only else None
+        ranges = _value(problems, (*at, "ports"), parse_ports, rule.ports)
         if (rule.cidr is None) == (rule.domain is None):
             problems.append((at, "give exactly one of cidr or domain"))
             continue
         if rule.domain is not None:
-            problems.append(
-                (
-                    (*at, "domain"),
-                    "domain rules need DNS-answer tracking, which this "
-                    "version does not have yet; use a cidr rule",
-                )
-            )
+            problems += [((*at, "domain"), p) for p in domain_problems(rule.domain)]
             continue
         rule_id = stable_id(name, "allow", rule.name or f"{rule.cidr}|{rule.ports}|{rule.proto}")
         if rule_id in out.rules:
             problems.append((at, f"duplicates {out.rules[rule_id].name}"))
             continue
-        try:
-            net = _network(rule)
-        except ValueError as exc:
-            problems.append(((*at, "cidr"), str(exc)))
-            continue
-        try:
-            ranges = parse_ports(rule.ports)
-        except ValueError as exc:
-            problems.append(((*at, "ports"), str(exc)))
+        if net is None or ranges is None:
             continue
         out.rules[rule_id] = RuleInfo(rule_id, name, _rule_name(name, i, rule))
         port_rules += [

@@ -110,9 +110,71 @@ def test_bad_config_exits_2_before_touching_the_kernel(tmp_path: Path, scope, pi
     result = netlogger("run", "--config", str(bad))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == "error: ConfigError: 1 problem(s)"
-    assert lines[1].startswith(f"{bad}:1: policies.default.allow[1].proto: Invalid enum value")
+    # The schema error (proto) hides neither value error.
+    assert lines == [
+        "error: ConfigError: 3 problem(s)",
+        f"{bad}:1: policies.default.allow[1].proto: 'icmp' is not one of tcp, udp, any",
+        f"{bad}:1: policies.default.allow[0].cidr: bad cidr '10.0.0.1/8': 10.0.0.1/8 has host "
+        "bits set",
+        f"{bad}:1: policies.default.allow[1].cidr: bad cidr 'x': 'x' does not appear to be an "
+        "IPv4 or IPv6 network",
+    ]
     assert not pin_root.exists()  # nothing loaded, nothing pinned
+
+
+BAD_VALUES = """scope: {scope}
+pin_root: {pin_root}
+control_socket: {socket}
+metrics: 0.0.0.0:9464
+limits:
+  ring_size: 3000
+  allowed_per_sec: -5
+  allowed_burst: 0
+sinks:
+  - {{type: jsonl, path: {jsonl}, max_bytes: -100, keep: -1}}
+policies:
+  strict:
+    allow: [{{cidr: 10.0.0.0/8}}]
+  strict:
+    mode: audit
+    allow: [{{cidr: 0.0.0.0/0}}]
+enroll:
+  - {{cgroup: {scope}/../x, policy: strict}}
+  - {{cgroup: {scope}/no-such-child, policy: strict}}
+"""
+
+
+def test_run_refuses_what_policy_check_reports_with_the_same_messages(
+    tmp_path: Path, scope, pin_root
+) -> None:
+    socket, jsonl = tmp_path / "control.sock", tmp_path / "logs" / "egress.jsonl"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        BAD_VALUES.format(scope=scope.path, pin_root=pin_root, socket=socket, jsonl=jsonl)
+    )
+    check = netlogger("policy", "check", str(bad))
+    run = netlogger("run", "--config", str(bad))
+    assert (check.returncode, run.returncode) == (2, 2)
+    assert run.stderr == check.stderr
+    assert run.stderr.splitlines() == [
+        "error: ConfigError: 9 problem(s)",
+        f"{bad}:4: metrics: metrics address '0.0.0.0:9464' must be a loopback host:port, like "
+        "127.0.0.1:9464",
+        f"{bad}:6: limits.ring_size: 3000 is not a power of two from the page size (4096 bytes) "
+        "to 2GiB, which the kernel needs; like 8MiB",
+        f"{bad}:7: limits.allowed_per_sec: -5 is not 0 (no limit) to 1000000000",
+        f"{bad}:8: limits.allowed_burst: 0 is not at least 1",
+        f"{bad}:10: sinks[0].max_bytes: -100 is not more than 0",
+        f"{bad}:10: sinks[0].keep: -1 is not at least 1 (without a rotated file to keep, the file "
+        "would grow past max_bytes)",
+        f"{bad}:14: policies.strict: duplicate key; the first is at line 12: keep one",
+        f"{bad}:18: enroll[0].cgroup: cgroup path {scope.path}/../x contains '..'; give it "
+        "without parent references",
+        f"{bad}:19: enroll[1].cgroup: cgroup {scope.path}/no-such-child does not exist; create it "
+        f"with: mkdir {scope.path}/no-such-child",
+    ]
+    # Refused before anything was made: no pins, no socket, no log directory.
+    assert not pin_root.exists() and not socket.exists() and not jsonl.parent.exists()
 
 
 def test_missing_privileges_refuse_to_run(tmp_path: Path, scope, pin_root) -> None:
