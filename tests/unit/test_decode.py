@@ -11,7 +11,7 @@ import msgspec
 
 from netlogger.kernel import abi
 from netlogger.pipeline.decode import Decoder, Rfc3339
-from netlogger.pipeline.enrich import Enricher
+from netlogger.pipeline.enrich import AttributionEnricher
 
 
 def event(**fields) -> bytes:
@@ -132,13 +132,13 @@ def test_rfc3339_formats_nanoseconds() -> None:
 
 def test_enrich_sets_attribution_or_says_why_not() -> None:
     labels = {42: abi.Labels(agent=b"a1", project=b"p1", container_id=b"c" * 64)}
-    enricher = Enricher(labels.get)
-    rec = enricher.enrich(decoder().decode(event()))
+    enricher = AttributionEnricher(labels.get)
+    rec, stray = decoder().decode_all([event(), event(cgroup_id=77)])
+    enricher.enrich([rec, stray])
     assert (rec.agent, rec.project, rec.container_id, rec.attribution) == (
         "a1",
         "p1",
         "c" * 64,
         None,
     )
-    stray = enricher.enrich(decoder().decode(event(cgroup_id=77)))
     assert (stray.agent, stray.attribution) == ("", "cgroup_not_enrolled")
