@@ -314,6 +314,13 @@ class Fanout:
         for lane in self._lanes:
             if lane.thread is not None:
                 lane.thread.join(max(0.0, deadline - time.monotonic()))
+        # A lane's last failure reports gaps to every lane, also to those already done.
+        for lane in self._lanes:
+            if lane.thread is not None and not lane.thread.is_alive():
+                with lane.cond:
+                    late = lane.gaps.take()
+                if late:
+                    self._export(lane, late)
         with self._subs_lock:
             subs, self._subs = self._subs, []
         for sub in subs:
