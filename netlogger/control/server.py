@@ -121,6 +121,7 @@ class _Server(socketserver.ThreadingUnixStreamServer):
         self.idle_seconds = idle_seconds
         self._open = 0
         self._open_lock = threading.Lock()
+        self.request_queue_size = max_connections  # a burst of clients waits, not EAGAIN
         super().__init__(path, _Handler)
 
     def open_connections(self) -> int:
