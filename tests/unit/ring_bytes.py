@@ -12,9 +12,12 @@ import ctypes
 import socket
 import struct
 
+import msgspec
+
 from netlogger.kernel import abi
 from netlogger.kernel.ringbuf import HEADER, Batch, scan, span
 from netlogger.pipeline.decode import EVENT_SIZE, Decoder
+from netlogger.pipeline.record import RingItem
 
 
 def event(**fields: object) -> bytes:
@@ -43,6 +46,19 @@ def framed(payload: bytes) -> bytes:
 
 def decoder() -> Decoder:
     return Decoder(lambda r: {5: "web"}.get(r), lambda p: {9: "default"}.get(p, "?"), "host-1")
+
+
+TEST_OP = 42  # not a kernel op: the kind tests register
+
+
+def add_test_kind(d: Decoder) -> None:
+    """Register op 42: a connect event with 8 bytes more, named `test.kind`."""
+
+    def decode(raw: bytes) -> RingItem | None:
+        rec = d.decode(bytes([abi.Op.CONNECT]) + raw[1:EVENT_SIZE])
+        return rec and msgspec.structs.replace(rec, event_name="test.kind")
+
+    d.kinds[TEST_OP] = decode
 
 
 class RingStandIn:

@@ -11,8 +11,7 @@ import msgspec
 from netlogger.kernel import abi
 from netlogger.pipeline.decode import EVENT_SIZE, Rfc3339
 from netlogger.pipeline.enrich import AttributionEnricher
-from netlogger.pipeline.record import Record
-from tests.unit.ring_bytes import RingStandIn, decoder, event
+from tests.unit.ring_bytes import RingStandIn, add_test_kind, decoder, event
 
 
 def test_decodes_every_field() -> None:
@@ -156,13 +155,7 @@ def test_a_ring_batch_takes_the_fast_path_with_exact_fields() -> None:
 
 def test_a_new_kind_is_one_entry_in_the_op_table() -> None:
     d = decoder()
-
-    def test_kind(raw: bytes) -> Record | None:
-        """Op 42: a connect event with 8 bytes more, under its own name."""
-        rec = d.decode(bytes([abi.Op.CONNECT]) + raw[1:EVENT_SIZE])
-        return rec and msgspec.structs.replace(rec, event_name="test.kind")
-
-    d.kinds[42] = test_kind
+    add_test_kind(d)
     out = d.decode_all([event(op=42, seq=3) + bytes(8), event(seq=4), event(op=43)])
     assert [(r.event_name, r.seq) for r in out] == [("test.kind", 3), ("ebpf.egress.connect", 4)]
     assert d.skipped == {"unknown_op": 1}

@@ -17,7 +17,7 @@ from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.pump import Pump
 from netlogger.pipeline.record import Gap, Record, RingItem
 from netlogger.sinks.memory import MemorySink
-from tests.unit.ring_bytes import RingStandIn, decoder, event
+from tests.unit.ring_bytes import TEST_OP, RingStandIn, add_test_kind, decoder, event
 from tests.unit.test_fanout import GatedSink, until
 
 LABELS = {42: abi.Labels(agent=b"a1", project=b"p1", container_id=b"c" * 64)}
@@ -132,3 +132,20 @@ def test_records_already_written_before_a_crash_are_not_sent_again() -> None:
     p.step()
     p.fanout.close()
     assert [r.seq for r in sink.items() if isinstance(r, Record)] == [1, 4, 2]
+
+
+def test_a_new_kind_passes_through_pump_and_fan_out_unchanged() -> None:
+    ring, file, console = RingStandIn(), MemorySink("file", durable=True), MemorySink("console")
+    p, _ = pump(ring, file, console)
+    add_test_kind(p.decoder)
+    ring.push(event(seq=1), event(op=TEST_OP, seq=2) + bytes(8), event(op=TEST_OP + 1, seq=3))
+    assert p.step() == 2
+    p.fanout.close()
+    for sink in (file, console):
+        got = [(r.event_name, r.seq, r.agent, r.dst_host) for r in sink.items()]
+        assert got == [
+            ("ebpf.egress.connect", 1, "a1", "a1.example"),
+            ("test.kind", 2, "a1", "a1.example"),
+        ]
+    assert dict(p.counts) == {("ebpf.egress.connect", "denied"): 1, ("test.kind", "denied"): 1}
+    assert p.decoder.skipped == {"unknown_op": 1}
