@@ -37,7 +37,9 @@ class Reportable(Protocol):
 class Sink(Protocol):
     name: str
     durable: bool
-    history: History | None
+
+    @property
+    def history(self) -> History | None: ...
 
     def status(self) -> Mapping[str, Any] | Reportable: ...
 

@@ -11,7 +11,7 @@ import pytest
 from netlogger import tail
 from netlogger.errors import UsageError
 from netlogger.pipeline.fanout import Fanout
-from netlogger.pipeline.record import EVENT_NAMES, Gap
+from netlogger.pipeline.record import EVENT_NAMES, Gap, RingItem
 from netlogger.sinks.base import Sink, status_of
 from netlogger.sinks.console import ConsoleSink
 from netlogger.sinks.jsonl import JsonlSink
@@ -20,7 +20,7 @@ from netlogger.sinks.otlp import OtlpExportSink, Status
 from tests.unit.ring_bytes import decoder, event
 
 
-def records(*seqs: int, cgroup: int = 42) -> list:
+def records(*seqs: int, cgroup: int = 42) -> list[RingItem]:
     return decoder().decode_all([event(seq=s, cgroup_id=cgroup) for s in seqs])
 
 
@@ -47,7 +47,7 @@ def test_otlp_status_is_a_dataclass_read_through_as_dict() -> None:
     class OtlpStatusStandIn(MemorySink):
         """Stands in for an OTLP sink's status only; its spool and wire are not under test."""
 
-        def status(self) -> Status:
+        def status(self) -> Status:  # type: ignore[override]  # a dataclass, as OTLP's is
             return Status("spooling", "collector:4317", 3, 300, 0, 1, 2, "unavailable")
 
     assert status_of(OtlpStatusStandIn()) == {
