@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.harness import arguments, bench_plane, rates
 from bench.ring_drain import callback_drain
 from netlogger.pipeline.decode import Decoder
-from netlogger.pipeline.enrich import Enricher
+from netlogger.pipeline.enrich import AttributionEnricher
 from netlogger.sinks.jsonl import JsonlSink
 
 
@@ -37,12 +37,11 @@ def main() -> None:
             lambda p: by_id[p].name,
             "bench-host",
         )
-        enricher = Enricher(plane.labels.lookup)
+        enricher = AttributionEnricher(plane.labels.lookup)
 
         def pipeline() -> int:
             records = decoder.decode_all(ring.drain())
-            for record in records:
-                enricher.enrich(record)
+            enricher.enrich(records)
             sink.export(records)
             return len(records)
 

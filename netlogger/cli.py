@@ -445,7 +445,7 @@ def tail(
       netlogger tail --since 10m --json | jq 'select(.reason == "default_deny")'
     """
     from netlogger.sinks.console import format_item
-    from netlogger.tail import parse_item
+    from netlogger.sinks.jsonl import parse_item
 
     colored = sys.stdout.isatty() if color is None else color
     items = control.stream(

@@ -22,7 +22,7 @@ from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel import cgroup, loader
 from netlogger.pipeline.decode import Decoder
-from netlogger.pipeline.enrich import Enricher
+from netlogger.pipeline.enrich import AttributionEnricher
 from netlogger.policy.compile import PolicySet
 from netlogger.sinks.console import ConsoleSink
 from netlogger.workload import Workload
@@ -63,7 +63,8 @@ class Demo:
         self.say(f"\n> {title}  [{outcome}]")
         time.sleep(0.05)
         records = self.decoder.decode_all(self.ring.drain())
-        self.console.export([self.enricher.enrich(r) for r in records])
+        self.enricher.enrich(records)
+        self.console.export(records)
 
     def run(self) -> None:
         privileges.require()
@@ -87,7 +88,7 @@ class Demo:
             w = stack.enter_context(Workload(net.workload_ns, agent_cg.path))
             self.ring = stack.enter_context(plane.reader())
             self.decoder = decoder_for(checked.policies)
-            self.enricher = Enricher(plane.labels.lookup)
+            self.enricher = AttributionEnricher(plane.labels.lookup)
             self._traffic(w, net, enforcer, agent_cg)
             self.say("\ncleaning up: detaching programs, removing cgroups and namespaces")
         self.say("done")

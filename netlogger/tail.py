@@ -1,15 +1,18 @@
-"""What a `tail` client asked to see: filters over records and gaps, and history.
+"""`tail` in the agent: what a client asked to see, from history and then live.
 
 Filters run in the agent, so a client receives only what it asked for. Gap
 records pass the action filter (a lost deny is news to someone filtering on
 denies) but not a filter on another agent, project or container.
+
+With `--since`, the stream starts with the history a sink keeps (the JSONL
+file) and goes on with the live feed; a record in both is sent once.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,13 @@ from typing import Any
 import msgspec
 
 from netlogger.errors import UsageError
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
-from netlogger.sinks.jsonl import read_lines
+from netlogger.pipeline.fanout import Fanout
+from netlogger.pipeline.record import Gap, Item
+from netlogger.sinks.base import Sink
+from netlogger.sinks.jsonl import parse_item, read_lines
 from netlogger.units import parse_duration
+
+POLL_SECONDS = 0.5  # how often a quiet stream checks whether its client is still there
 
 ACTIONS = ("allowed", "denied", "bypassed")
 
@@ -75,16 +82,6 @@ def cutoff(since: str | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - seconds)) + ".000000000Z"
 
 
-def parse_item(line: bytes) -> Item | None:
-    """A JSONL history line back into a Record or Gap; None if it is neither."""
-    try:
-        data = msgspec.json.decode(line)
-        kind = Gap if data.get("event.name") == EVENT_NAMES["gap"] else Record
-        return msgspec.convert(data, kind)
-    except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
-        return None
-
-
 def history(path: Path, since: str, accept: Filter) -> Iterator[Item]:
     """Items from the JSONL history at or after `since` that pass the filter, oldest first."""
     for line in read_lines(path):
@@ -93,3 +90,47 @@ def history(path: Path, since: str, accept: Filter) -> Iterator[Item]:
         item = parse_item(line)
         if item is not None and item.ts >= since and accept(item):
             yield item
+
+
+def history_path(sinks: Sequence[Sink]) -> Path | None:
+    """The file of the first sink that keeps a history, if any does."""
+    return next((s.history.path for s in sinks if s.history is not None), None)
+
+
+def serve(
+    request: dict[str, Any],
+    fanout: Fanout,
+    write: Callable[[bytes], None],
+    closed: Callable[[], bool],
+) -> None:
+    """Stream what `request` asks for to `write` until `closed()` or the fan-out closes."""
+    accept = Filter.from_request(request)
+    since = cutoff(request.get("since"))
+    path = history_path(fanout.sinks())
+    if since and path is None:
+        raise UsageError(
+            "--since reads the agent's JSONL history, and this agent has no "
+            "jsonl sink; add one to its config"
+        )
+    encode = msgspec.json.Encoder().encode
+    sub = fanout.subscribe(accept)
+    try:
+        sent: set[tuple[str, int]] = set()
+        if since and path is not None:
+            for item in history(path, since, accept):
+                if not isinstance(item, Gap):
+                    sent.add((item.cgroup_id, item.seq))
+                write(encode(item) + b"\n")
+        while not closed():
+            items = sub.next_items(POLL_SECONDS)
+            if items is None:
+                break
+            lines = [
+                encode(i) + b"\n"
+                for i in items
+                if isinstance(i, Gap) or (i.cgroup_id, i.seq) not in sent
+            ]
+            if lines:
+                write(b"".join(lines))
+    finally:
+        fanout.unsubscribe(sub)

@@ -1,6 +1,13 @@
-"""Ring bytes -> Records. Defensive: a short, foreign or unknown record is counted
+"""Ring bytes -> ring items. Defensive: a short, foreign or unknown record is counted
 by kind and skipped, never raised; an unknown enum value decodes as
 `unknown(N)` and is counted.
+
+Every ring record starts with the common header (abi.Hdr); its `op` picks the
+decoding from a table (`Decoder.kinds`), Tetragon style. A new record kind is
+one entry there and one Struct in record.py; the pump and the fan-out carry
+whatever the table yields. A kind other than the decision event must differ
+from it in length: only same-length runs take the batch fast path below, and
+that path reads decision events only.
 
 This is the agent's hot path. Most of a record repeats from one connect to the
 next (who decided, where to, which rule, the verdict), and those fields sit in
@@ -14,6 +21,7 @@ keyword; an import-time check holds the two orders together.
 from __future__ import annotations
 
 import collections
+import ctypes
 import socket
 import struct
 import time
@@ -24,10 +32,12 @@ import msgspec
 
 from netlogger.kernel import abi
 from netlogger.kernel.ringbuf import HEADER, Batch, span
-from netlogger.pipeline.record import EVENT_NAMES, Record
+from netlogger.pipeline.record import EVENT_NAMES, Record, RingItem
 
 _EVENT = abi.unpacker(abi.Event)
 EVENT_SIZE = _EVENT.size
+HDR_SIZE = ctypes.sizeof(abi.Hdr)
+_OP_AT = abi.Hdr.op.offset
 _NAMES = abi.flat_names(abi.Event)
 _CHECK_FIELDS = ["op", "version", "size"]
 _CGROUP_FIELDS = ["cgroup_id", "task_cgroup_id"]
@@ -129,8 +139,11 @@ class _Memo(dict[Any, Any]):
 Static = tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[str, ...]]
 
 
+DecodeOne = Callable[[bytes], RingItem | None]
+
+
 class Decoder:
-    """Turns raw ring records into Records; keeps counts of what it could not decode."""
+    """Turns raw ring records into ring items; keeps counts of what it could not decode."""
 
     def __init__(
         self,
@@ -146,6 +159,7 @@ class Decoder:
         self._offset = boot_to_wall_ns()
         self._ts = Rfc3339()
         self._statics: dict[bytes, Static | str] = {}
+        self.kinds: dict[int, DecodeOne] = dict.fromkeys(_OPS, self._event)
 
     def now(self) -> str:
         """The wall clock now, formatted as record timestamps are."""
@@ -189,11 +203,11 @@ class Decoder:
         )
         return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 
-    def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[Record]:
+    def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[RingItem]:
         """Records from unpacked rows (see _ROW)."""
         statics, skipped, unknown = self._statics, self.skipped, self.unknown
         offset, host, second_ns, prefix = self._offset, self.host_name, -1, ""
-        out: list[Record] = []
+        out: list[RingItem] = []
         append = out.append
         for checks, ts_ns, seq, cgroups, cookie, pid, tid, uid, gid, decision in rows:
             key = checks + cgroups + decision
@@ -218,14 +232,29 @@ class Decoder:
             ))  # fmt: skip
         return out
 
-    def decode(self, raw: bytes) -> Record | None:
+    def _event(self, raw: bytes) -> RingItem | None:
         if len(raw) < EVENT_SIZE:
             self.skipped["short"] += 1
             return None
         records = self._records([_ROW.unpack_from(raw)])
         return records[0] if records else None
 
-    def decode_all(self, raws: Iterable[bytes]) -> list[Record]:
+    def decode(self, raw: bytes) -> RingItem | None:
+        if len(raw) < HDR_SIZE:
+            self.skipped["short"] += 1
+            return None
+        kind = self.kinds.get(raw[_OP_AT])
+        if kind is None:
+            self.skipped["unknown_op"] += 1
+            return None
+        return kind(raw)
+
+    def decode_all(self, raws: Iterable[bytes]) -> list[RingItem]:
+        """Every decodable record of `raws`, in order.
+
+        A ring Batch of decision events only (`uniform`) is unpacked in one pass;
+        anything else goes record by record through the op table.
+        """
         if isinstance(raws, Batch) and raws.uniform == EVENT_SIZE:
             return self._records(
                 _FRAMED.iter_unpack(memoryview(raws.data)[: len(raws) * _FRAMED.size])

@@ -1,17 +1,27 @@
-"""Record -> Record with attribution: which agent, project and container decided.
+"""Enrichers: ordered steps that fill in what ring records cannot carry.
 
-Attribution comes from the labels the agent pinned beside each enrollment,
-so it survives agent restarts. Lookups are cached per cgroup; whoever changes
-an enrollment calls `forget`.
+The pump runs each batch through its enrichers in order and knows them only
+by this protocol. Attribution comes first (which agent, project and container
+decided), so later steps (DNS names) can rely on it. Whoever changes an
+enrollment calls `forget` for that cgroup on every enricher.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from netlogger.kernel import abi
-from netlogger.pipeline.record import Record
+from netlogger.pipeline.record import RingItem
+
+
+class Enricher(Protocol):
+    def enrich(self, items: Sequence[RingItem]) -> None:
+        """Fill in fields of `items` in place."""
+
+    def forget(self, cgroup_id: int) -> None:
+        """Drop what is cached about `cgroup_id`: its enrollment changed."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,12 @@ def attribution_of(labels: abi.Labels | None) -> Attribution:
     )
 
 
-class Enricher:
+class AttributionEnricher:
+    """Agent, project and container from the labels pinned beside each enrollment.
+
+    The labels survive agent restarts; lookups are cached per cgroup.
+    """
+
     def __init__(self, labels: Callable[[int], abi.Labels | None]) -> None:
         self._labels = labels
         self._cache: dict[str, Attribution] = {}
@@ -43,10 +58,11 @@ class Enricher:
     def forget(self, cgroup_id: int) -> None:
         self._cache.pop(str(cgroup_id), None)
 
-    def enrich(self, rec: Record) -> Record:
-        who = self._cache.get(rec.cgroup_id)
-        if who is None:
-            who = self._cache[rec.cgroup_id] = attribution_of(self._labels(int(rec.cgroup_id)))
-        rec.agent, rec.project, rec.container_id = who.agent, who.project, who.container_id
-        rec.attribution = who.why_empty
-        return rec
+    def enrich(self, items: Sequence[RingItem]) -> None:
+        cache = self._cache
+        for item in items:
+            who = cache.get(item.cgroup_id)
+            if who is None:
+                who = cache[item.cgroup_id] = attribution_of(self._labels(int(item.cgroup_id)))
+            item.agent, item.project, item.container_id = who.agent, who.project, who.container_id
+            item.attribution = who.why_empty

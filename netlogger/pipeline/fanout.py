@@ -6,8 +6,8 @@ it; the loss becomes a Gap record that every lane receives. Gap records never
 wait behind the bound: a lane keeps them aside, coalesced, and exports them
 before its next batch, so loss reports cannot themselves be lost.
 
-Ring positions ride along with batches. A lane whose sink is `durable` (the
-JSONL file) reports how far it has written; the reader releases ring space
+Ring positions ride along with batches. A lane whose sink is `durable` (see
+sinks/base.py) reports how far it has written; the reader releases ring space
 only up to there, so a crash leaves unwritten records in the ring.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
+from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, RingItem
 from netlogger.sinks.base import Sink
 
 log = logging.getLogger("netlogger.fanout")
@@ -37,10 +37,10 @@ class _Batch:
 
 
 def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Gap]:
-    """One Gap per cgroup for decision records that `sink` lost, with their seq range."""
-    by_cgroup: dict[str, list[Record]] = collections.defaultdict(list)
+    """One Gap per cgroup for ring items that `sink` lost, with their seq range."""
+    by_cgroup: dict[str, list[RingItem]] = collections.defaultdict(list)
     for item in items:
-        if isinstance(item, Record):
+        if not isinstance(item, Gap):
             by_cgroup[item.cgroup_id].append(item)
     return [
         Gap(
@@ -119,10 +119,6 @@ class _Lane:
     last_error: str = ""
     closing: bool = False
     thread: threading.Thread | None = None
-
-    @property
-    def durable(self) -> bool:
-        return bool(getattr(self.sink, "durable", False))
 
     def stats(self) -> LaneStats:
         return LaneStats(
@@ -255,7 +251,7 @@ class Fanout:
 
     def released_position(self, read_position: int) -> int:
         """How far the ring may be freed: what every durable sink has written."""
-        done = [lane.done_position for lane in self._lanes if lane.durable]
+        done = [lane.done_position for lane in self._lanes if lane.sink.durable]
         if not done:
             return read_position
         if any(d is None for d in done):
@@ -318,6 +314,13 @@ class Fanout:
         for lane in self._lanes:
             if lane.thread is not None:
                 lane.thread.join(max(0.0, deadline - time.monotonic()))
+        # A lane's last failure reports gaps to every lane, also to those already done.
+        for lane in self._lanes:
+            if lane.thread is not None and not lane.thread.is_alive():
+                with lane.cond:
+                    late = lane.gaps.take()
+                if late:
+                    self._export(lane, late)
         with self._subs_lock:
             subs, self._subs = self._subs, []
         for sub in subs:

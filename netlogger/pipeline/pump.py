@@ -1,4 +1,4 @@
-"""The reader: ring -> decode -> enrich -> fan-out, on one thread.
+"""The reader: ring -> decode -> enrichers, in order -> fan-out, on one thread.
 
 Ring space is released only as far as the durable sink has written (see
 fanout.py). After a crash the next agent re-reads what the last one had read
@@ -12,13 +12,14 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
-from netlogger.kernel.ringbuf import RingReader
+from netlogger.kernel.ringbuf import Batch
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.pipeline.fanout import Fanout
-from netlogger.pipeline.losses import KernelLosses
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Record
+from netlogger.pipeline.record import EVENT_NAMES, Gap, RingItem
 
 log = logging.getLogger("netlogger.pump")
 
@@ -26,19 +27,43 @@ POLL_SECONDS = 0.02  # the longest a lone record waits: the kernel wakes us only
 LOSS_CHECK_SECONDS = 1.0
 
 
+class Ring(Protocol):
+    """What the pump reads from (kernel.ringbuf.RingReader)."""
+
+    position: int
+
+    def drain(self, release: bool = True) -> Batch: ...
+
+    def release(self, position: int) -> None: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+    def pending_bytes(self) -> int: ...
+
+
+class Losses(Protocol):
+    """Where kernel-side losses come from (pipeline.losses.KernelLosses)."""
+
+    totals: dict[str, int]
+
+    def collect(self, only: int | None = None) -> list[Gap]: ...
+
+    def per_cpu_ring_losses(self) -> int: ...
+
+
 class Pump:
     def __init__(
         self,
-        reader: RingReader,
+        reader: Ring,
         decoder: Decoder,
-        enricher: Enricher,
+        enrichers: Sequence[Enricher],
         fanout: Fanout,
-        losses: KernelLosses,
+        losses: Losses,
         already_written: set[tuple[str, int]] | None = None,
     ) -> None:
         self.reader = reader
         self.decoder = decoder
-        self.enricher = enricher
+        self.enrichers = tuple(enrichers)
         self.fanout = fanout
         self.losses = losses
         self._skip = already_written or set()
@@ -47,7 +72,7 @@ class Pump:
         self._undecodable_reported = 0
         self.lock = threading.Lock()  # held while a batch is in flight; control ops take it
 
-    def _fresh(self, records: list[Record]) -> list[Record]:
+    def _fresh(self, records: list[RingItem]) -> list[RingItem]:
         if not self._skip:
             return records
         fresh = [r for r in records if (r.cgroup_id, r.seq) not in self._skip]
@@ -59,9 +84,8 @@ class Pump:
         with self.lock:
             batch = self.reader.drain(release=False)
             records = self._fresh(self.decoder.decode_all(batch))
-            enrich = self.enricher.enrich
-            for record in records:
-                enrich(record)
+            for enricher in self.enrichers:
+                enricher.enrich(records)
             self.counts.update((r.event_name, r.action) for r in records)
             self.read += len(records)
             if records or len(batch):
@@ -70,6 +94,11 @@ class Pump:
             if released >= 0:
                 self.reader.release(released)
             return len(records)
+
+    def forget(self, cgroup_id: int) -> None:
+        """The enrollment of `cgroup_id` changed: no enricher may answer from its cache."""
+        for enricher in self.enrichers:
+            enricher.forget(cgroup_id)
 
     def report_losses(self, only: int | None = None) -> None:
         gaps = self.losses.collect(only)

@@ -86,7 +86,12 @@ GAP_KINDS = {
     "undecodable": "ring records the agent could not decode",
 }
 
-Item = Record | Gap  # what sinks receive
+# The record union is open: a new kind is a Struct here, added to RingItem when
+# the decoder makes it from ring records (an entry in Decoder.kinds), else to Item.
+# Every ring kind carries `event_name`, `cgroup_id`, `seq` and `action`: the pump
+# counts by event and action, and a lost ring item's seq goes into a gap's range.
+RingItem = Record  # what the decoder makes of ring records
+Item = RingItem | Gap  # what sinks receive
 
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Record))
 GAP_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Gap))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from netlogger.pipeline.record import Gap, Item, Record
+from netlogger.sinks.base import History
 
 RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
 RED, GREEN, YELLOW, MAGENTA, CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[35m", "\033[36m"
@@ -76,15 +77,22 @@ def format_item(item: Item, color: bool) -> str:
 
 class ConsoleSink:
     name = "console"
+    durable = False
+    history: History | None = None
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty() if color is None else color
+        self.written = 0
 
     def export(self, batch: Sequence[Item]) -> None:
         if batch:
             self.stream.write("".join(format_item(r, self.color) + "\n" for r in batch))
             self.stream.flush()
+            self.written += len(batch)
+
+    def status(self) -> dict[str, Any]:
+        return {"written": self.written}
 
     def force_flush(self, timeout: float = 5.0) -> None:
         self.stream.flush()

@@ -7,14 +7,16 @@ batches so a line is never split across files.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterator, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from netlogger.pipeline.record import Item
+from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
 
 
 class JsonlSink:
@@ -23,6 +25,7 @@ class JsonlSink:
 
     def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
         self.path = path
+        self.history = self  # its file is the agent's history (`tail --since`, crash recovery)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._files = RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8"
@@ -43,6 +46,21 @@ class JsonlSink:
         stream.write(data)
         stream.flush()
         self.written += len(batch)
+
+    def status(self) -> dict[str, Any]:
+        return {"path": str(self.path), "written": self.written}
+
+    def recent_keys(self, max_lines: int) -> set[tuple[str, int]]:
+        """(cgroup, seq) of the records among the file's last `max_lines` lines.
+
+        After a crash the ring still holds what the last agent read but did not
+        release; those records can repeat, and at most a ring's worth of them.
+        """
+        if not self.path.exists():
+            return set()
+        with self.path.open("rb") as f:
+            recent = collections.deque(f, maxlen=max_lines)
+        return {(i.cgroup_id, i.seq) for i in map(parse_item, recent) if isinstance(i, Record)}
 
     def force_flush(self, timeout: float = 5.0) -> None:
         self._files.stream.buffer.flush()
@@ -71,3 +89,14 @@ def read_lines(path: Path) -> Iterator[bytes]:
             for line in f:
                 if line.endswith(b"\n"):
                     yield line
+
+
+def parse_item(line: bytes) -> Item | None:
+    """A history line back into a Record or Gap; None if it is neither."""
+    try:
+        data = msgspec.json.decode(line)
+        if data.get("event.name") == EVENT_NAMES["gap"]:
+            return msgspec.convert(data, Gap)
+        return msgspec.convert(data, Record)
+    except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
+        return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import ipaddress
 import socket
@@ -10,29 +9,9 @@ import socket
 import msgspec
 
 from netlogger.kernel import abi
-from netlogger.pipeline.decode import Decoder, Rfc3339
-from netlogger.pipeline.enrich import Enricher
-
-
-def event(**fields) -> bytes:
-    e = abi.Event()
-    e.hdr.op, e.hdr.version, e.hdr.size = abi.Op.CONNECT, abi.ABI_VERSION, ctypes.sizeof(e)
-    e.ts_ns, e.seq, e.cgroup_id, e.task_cgroup_id, e.sock_cookie = 5_000_000_123, 7, 42, 43, 99
-    e.pid, e.tid, e.uid, e.gid, e.rule_id, e.policy_id = 100, 101, 1000, 1001, 5, 9
-    e.family, e.sock_type, e.protocol, e.dport = socket.AF_INET, 1, 6, 443
-    e.daddr[:4] = [10, 1, 2, 3]
-    e.action, e.mode, e.reason = abi.Action.DENIED, abi.Mode.ENFORCE, abi.Reason.DEFAULT_DENY
-    e.comm = b"curl"
-    for name, value in fields.items():
-        if name in ("op", "version", "size"):
-            setattr(e.hdr, name, value)
-        else:
-            setattr(e, name, value)
-    return bytes(e)
-
-
-def decoder() -> Decoder:
-    return Decoder(lambda r: {5: "web"}.get(r), lambda p: {9: "default"}.get(p, "?"), "host-1")
+from netlogger.pipeline.decode import EVENT_SIZE, Rfc3339
+from netlogger.pipeline.enrich import AttributionEnricher
+from tests.unit.ring_bytes import RingStandIn, add_test_kind, decoder, event
 
 
 def test_decodes_every_field() -> None:
@@ -132,13 +111,51 @@ def test_rfc3339_formats_nanoseconds() -> None:
 
 def test_enrich_sets_attribution_or_says_why_not() -> None:
     labels = {42: abi.Labels(agent=b"a1", project=b"p1", container_id=b"c" * 64)}
-    enricher = Enricher(labels.get)
-    rec = enricher.enrich(decoder().decode(event()))
+    enricher = AttributionEnricher(labels.get)
+    rec, stray = decoder().decode_all([event(), event(cgroup_id=77)])
+    enricher.enrich([rec, stray])
     assert (rec.agent, rec.project, rec.container_id, rec.attribution) == (
         "a1",
         "p1",
         "c" * 64,
         None,
     )
-    stray = enricher.enrich(decoder().decode(event(cgroup_id=77)))
     assert (stray.agent, stray.attribution) == ("", "cgroup_not_enrolled")
+
+
+def test_a_ring_batch_takes_the_fast_path_with_exact_fields() -> None:
+    ring = RingStandIn()
+    ring.push(
+        *(
+            event(seq=s, ts_ns=5_000_000_000 + s, cgroup_id=42 + s % 2, pid=100 + s, dport=440 + s)
+            for s in range(1, 5)
+        )
+    )
+    ring.push(event(op=42, seq=5))  # an unknown op amid the run: counted, skipped
+    batch = ring.drain()
+    assert (batch.uniform, len(batch)) == (EVENT_SIZE, 5)  # what decode_all's fast path takes
+    d = decoder()
+    fast = d.decode_all(batch)
+    fields = [(r.seq, r.bpf_ts_ns, r.cgroup_id, r.pid, r.dst_port, r.action) for r in fast]
+    assert fields == [
+        (1, 5_000_000_001, "43", 101, "441", "denied"),
+        (2, 5_000_000_002, "42", 102, "442", "denied"),
+        (3, 5_000_000_003, "43", 103, "443", "denied"),
+        (4, 5_000_000_004, "42", 104, "444", "denied"),
+    ]
+    assert {(r.rule, r.policy, r.dst_ip, r.comm, r.host_name) for r in fast} == {
+        ("web", "default", "10.1.2.3", "curl", "host-1")
+    }
+    assert [r.ts for r in fast] == [Rfc3339()(r.bpf_ts_ns + d._offset) for r in fast]
+    assert d.skipped == {"unknown_op": 1}
+    slow = d.decode_all(list(batch))  # record by record, through the op table
+    assert [msgspec.to_builtins(r) for r in slow] == [msgspec.to_builtins(r) for r in fast]
+    assert d.skipped == {"unknown_op": 2}
+
+
+def test_a_new_kind_is_one_entry_in_the_op_table() -> None:
+    d = decoder()
+    add_test_kind(d)
+    out = d.decode_all([event(op=42, seq=3) + bytes(8), event(seq=4), event(op=43)])
+    assert [(r.event_name, r.seq) for r in out] == [("test.kind", 3), ("ebpf.egress.connect", 4)]
+    assert d.skipped == {"unknown_op": 1}

@@ -41,6 +41,7 @@ from opentelemetry.sdk.resources import Resource
 from netlogger.config.model import OtlpSink
 from netlogger.errors import StateError
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Item
+from netlogger.sinks.base import History
 from netlogger.sinks.otlp import encode, wire
 from netlogger.sinks.otlp.settings import Settings
 from netlogger.sinks.otlp.settings import from_config as settings_from_config
@@ -106,6 +107,8 @@ def _machine_id() -> str:
 
 class OtlpExportSink:
     name = "otlp"
+    durable = False  # its own spool keeps what the collector has not acknowledged
+    history: History | None = None
 
     def __init__(self, settings: Settings, host_name: str) -> None:
         self.settings = settings

@@ -1,0 +1,120 @@
+"""What each control request does: enroll, unenroll, bypass, enforce, status, tail.
+
+Every enforcement change goes through one lock, so a change and the loss
+report or cache it invalidates happen together: before a cgroup is unenrolled
+its kernel losses are reported (its counters go with it), and every enricher
+forgets what it cached about it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict
+from typing import Any
+
+from netlogger import tail
+from netlogger.config.model import Containers
+from netlogger.container_watch import container_target
+from netlogger.containers import DEFAULT_ENGINE, Container, Engine
+from netlogger.enforce import Enforcer, Enrolled, Target
+from netlogger.errors import UsageError
+from netlogger.kernel import cgroup
+from netlogger.pipeline.fanout import Fanout
+from netlogger.pipeline.pump import Pump
+from netlogger.units import parse_duration
+
+
+class Commands:
+    def __init__(
+        self,
+        enforcer: Enforcer,
+        pump: Pump,
+        fanout: Fanout,
+        status: Callable[[], dict[str, Any]],
+        containers: Containers | None,
+        engine: Engine | None,
+        stack: ExitStack,
+    ) -> None:
+        self.enforcer = enforcer
+        self.pump = pump
+        self.fanout = fanout
+        self._status = status
+        self._containers = containers
+        self._engine = engine
+        self._stack = stack  # closes what this opens, when the agent stops
+        self._ops = threading.Lock()  # one enforcement change at a time
+
+    # -- enforcement changes, for requests and the container watcher ---------------------
+
+    def enroll(self, target: Target) -> Enrolled:
+        with self._ops:
+            entry = self.enforcer.enroll(target)
+            self.pump.forget(entry.cgroup_id)
+            return entry
+
+    def unenroll(self, cgroup_id: int) -> Enrolled:
+        with self._ops:
+            self.enforcer.get(cgroup_id)  # refuses what is not enrolled, before anything moves
+            self.pump.report_losses(only=cgroup_id)
+            entry = self.enforcer.unenroll(cgroup_id)
+            self.pump.forget(cgroup_id)
+            return entry
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _resolve(self, request: dict[str, Any]) -> tuple[cgroup.Cgroup, Container | None]:
+        path, ref = request.get("cgroup"), request.get("container")
+        if bool(path) == bool(ref):
+            raise UsageError("name exactly one target: --cgroup PATH or --container ID")
+        if path:
+            return cgroup.resolve(path), None
+        if self._engine is None:  # no watcher: find containers where $DOCKER_HOST says
+            self._engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+            self._stack.callback(self._engine.close)
+        container = self._engine.find(str(ref))
+        return cgroup.resolve(container.cgroup), container
+
+    def _target(
+        self, request: dict[str, Any], cg: cgroup.Cgroup, container: Container | None
+    ) -> Target:
+        mode, agent, project = request.get("mode"), request.get("agent"), request.get("project")
+        if container is None:
+            return Target(cg, request.get("policy") or "default", mode, agent or "", project or "")
+        chosen = container_target(self._containers, container, request.get("policy"))
+        return Target(
+            chosen.cgroup,
+            chosen.policy,
+            mode,
+            agent or chosen.agent,
+            project or chosen.project,
+            chosen.container_id,
+        )
+
+    def handle(self, request: dict[str, Any]) -> Any:
+        op = request["op"]
+        if op == "status":
+            return self._status()
+        cg, container = self._resolve(request)
+        if op == "enroll":
+            return asdict(self.enroll(self._target(request, cg, container)))
+        if op == "unenroll":
+            return asdict(self.unenroll(cg.id))
+        if op == "bypass":
+            try:
+                seconds = parse_duration(str(request.get("for") or ""))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            with self._ops:
+                return asdict(self.enforcer.bypass(cg.id, seconds))
+        if op == "enforce":
+            with self._ops:
+                return asdict(self.enforcer.enforce(cg.id))
+        raise UsageError(f"unknown command {op!r}")
+
+    def stream(
+        self, request: dict[str, Any], write: Callable[[bytes], None], closed: Callable[[], bool]
+    ) -> None:
+        tail.serve(request, self.fanout, write, closed)

@@ -1,0 +1,129 @@
+"""What the agent reports about itself: the `status` reply and the metrics snapshot.
+
+Both read the same live parts (enforcer, pump, fan-out, plane) at the moment
+they are asked; nothing here changes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from netlogger import privileges
+from netlogger.doctor import AF_PACKET_NOTE
+from netlogger.enforce import Enforcer
+from netlogger.errors import KernelError
+from netlogger.kernel.loader import Plane
+from netlogger.metrics import Snapshot
+from netlogger.pipeline.fanout import Fanout
+from netlogger.pipeline.pump import Pump
+from netlogger.pipeline.record import GAP_KINDS
+from netlogger.sinks.base import status_of
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """How this agent was started, as `status` names it."""
+
+    host: str
+    pin_root: Path
+    control_socket: Path
+    metrics: str | None
+    started: float  # time.time() at start
+    pid: int
+
+
+def _has_net_raw(cg: Path) -> bool:
+    """Does any task in `cg` or below hold CAP_NET_RAW (and so could open AF_PACKET)?"""
+    for procs in cg.rglob("cgroup.procs"):
+        for pid in procs.read_text().split():
+            with contextlib.suppress(OSError):
+                caps = privileges.effective(Path(f"/proc/{pid}/status"))
+                if caps >> privileges.CAP_NET_RAW & 1:
+                    return True
+    return False
+
+
+def _by_action(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (_event, action), n in counts.items():
+        out[action] = out.get(action, 0) + n
+    return out
+
+
+class Reporter:
+    def __init__(
+        self, info: AgentInfo, plane: Plane, enforcer: Enforcer, pump: Pump, fanout: Fanout
+    ) -> None:
+        self.info = info
+        self.plane = plane
+        self.enforcer = enforcer
+        self.pump = pump
+        self.fanout = fanout
+
+    def _sink_states(self) -> dict[str, dict[str, Any]]:
+        return {s.name: status_of(s) for s in self.fanout.sinks()}
+
+    def _losses(self, states: dict[str, dict[str, Any]]) -> dict[str, int]:
+        out = dict.fromkeys(GAP_KINDS, 0) | self.pump.losses.totals
+        out["queue_full"] = sum(lane.dropped for lane in self.fanout.stats())
+        out["undecodable"] = sum(self.pump.decoder.skipped.values())
+        out["spool_evicted"] = sum(int(s.get("evicted_records", 0)) for s in states.values())
+        return out
+
+    def status(self) -> dict[str, Any]:
+        info = self.info
+        enrolled = []
+        for entry in self.enforcer.enrolled():
+            item = asdict(entry)
+            item["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
+            enrolled.append(item)
+        states = self._sink_states()
+        return {
+            "agent": {
+                "pid": info.pid,
+                "version": VERSION,
+                "host": info.host,
+                "uptime_s": round(time.time() - info.started, 1),
+                "pin_root": str(info.pin_root),
+                "scope": str(self.plane.scope.path),
+                "control_socket": str(info.control_socket),
+                "metrics": info.metrics,
+            },
+            "enrolled": enrolled,
+            "records": {"read": self.pump.read, "by_action": _by_action(self.pump.counts)},
+            "losses": self._losses(states),
+            "ring": {
+                "size": self.plane.ring_bytes,
+                "pending_bytes": self.pump.reader.pending_bytes(),
+                "cpu_ringbuf_lost": self.pump.losses.per_cpu_ring_losses(),
+            },
+            "sinks": [
+                {**asdict(lane), **states.get(lane.name, {})} for lane in self.fanout.stats()
+            ],
+            "tail_subscribers": self.fanout.subscribers(),
+            "notes": [AF_PACKET_NOTE],
+        }
+
+    def snapshot(self) -> Snapshot:
+        try:
+            programs = self.plane.program_stats()
+        except KernelError:
+            programs = {}
+        states = self._sink_states()
+        return Snapshot(
+            records=dict(self.pump.counts),
+            losses=self._losses(states),
+            lanes=self.fanout.stats(),
+            sink_states={n: str(s["state"]) for n, s in states.items() if s.get("state")},
+            programs=programs,
+            enrolled=len(self.enforcer.enrolled()),
+            ring_pending_bytes=self.pump.reader.pending_bytes(),
+            ring_size_bytes=self.plane.ring_bytes,
+            subscribers=self.fanout.subscribers(),
+        )
