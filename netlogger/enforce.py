@@ -16,8 +16,8 @@ from typing import Any
 from netlogger.errors import UsageError
 from netlogger.kernel import abi
 from netlogger.kernel.cgroup import Cgroup
-from netlogger.kernel.loader import Plane
 from netlogger.kernel.maps import BpfMap
+from netlogger.kernel.plane import Plane
 from netlogger.policy.compile import PolicySet
 
 _MODES = {"enforce": abi.Mode.ENFORCE, "audit": abi.Mode.AUDIT}

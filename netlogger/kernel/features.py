@@ -27,10 +27,12 @@ from dataclasses import dataclass
 
 from netlogger.errors import CAPABILITY_HINT, KernelError, NotSupportedError, PrivilegeError
 from netlogger.kernel import libbpf
+from netlogger.kernel.spec import AttachType
 
 PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 9, 18
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LPM_TRIE, MAP_RINGBUF = 1, 2, 6, 11, 27
-ATTACH_INET_SOCK_CREATE, ATTACH_INET4_CONNECT = 2, 10
+ATTACH_INET_SOCK_CREATE = AttachType.CGROUP_INET_SOCK_CREATE
+ATTACH_INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 BPF_F_RDONLY_PROG = 1 << 7
 
 # The attach type each probed program type is loaded with: a cgroup_sock_addr

@@ -16,7 +16,7 @@ import struct
 import pytest
 
 from netlogger.errors import StateError
-from netlogger.kernel import abi, libbpf, loader
+from netlogger.kernel import abi, libbpf, loader, migrate
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.objinfo import map_info
 
@@ -27,18 +27,22 @@ BPF_MAP_TYPE_ARRAY = 2
 
 def record_old_layout(pin_root, name: str, key: list, value: list) -> None:
     """Write the pinned layout record as an older agent would have left it."""
-    layout = loader.current_layout()
+    layout = migrate.current_layout()
     layout[name] = {"key": key, "value": value}
     text = json.dumps(layout).encode()
-    fd = libbpf.call(libbpf.bpf_obj_get, "open", bytes(pin_root / "maps" / "nl_meta"))
+    fd = libbpf.call(
+        libbpf.bpf_obj_get, libbpf.Op.OPEN, "open", bytes(pin_root / "maps" / "nl_meta")
+    )
     try:
-        BpfMap("nl_meta", fd, ctypes.c_uint32, abi.Meta).update(0, abi.Meta(1, len(text), text))
+        BpfMap("nl_meta", fd, ctypes.c_uint32, abi.Meta).update(
+            0, abi.Meta(abi.ABI_VERSION, len(text), text)
+        )
     finally:
         os.close(fd)
 
 
 def pinned_map_id(pin_root, name: str) -> int:
-    fd = libbpf.call(libbpf.bpf_obj_get, "open", bytes(pin_root / "maps" / name))
+    fd = libbpf.call(libbpf.bpf_obj_get, libbpf.Op.OPEN, "open", bytes(pin_root / "maps" / name))
     try:
         return map_info(fd).id
     finally:
@@ -76,11 +80,19 @@ def test_smaller_old_value_is_migrated(pin_root, scope, enrolled, plane):
     path = pin_root / "maps" / "nl_levels"
     path.unlink()
     fd = libbpf.call(
-        libbpf.bpf_map_create, "create", BPF_MAP_TYPE_ARRAY, b"nl_levels", 4, 4, 1, None
+        libbpf.bpf_map_create,
+        libbpf.Op.MAP,
+        "create",
+        BPF_MAP_TYPE_ARRAY,
+        b"nl_levels",
+        4,
+        4,
+        1,
+        None,
     )
     try:
         BpfMap("old", fd, ctypes.c_uint32, ctypes.c_uint32).update(0, mask)
-        libbpf.call(libbpf.bpf_obj_pin, "pin", fd, bytes(path))
+        libbpf.call(libbpf.bpf_obj_pin, libbpf.Op.PIN, "pin", fd, bytes(path))
     finally:
         os.close(fd)
     record_old_layout(pin_root, "nl_levels", [["", 0, 4]], [["mask", 0, 4]])
