@@ -36,6 +36,7 @@ struct nl_abi {
 	enum nl_family family;
 	enum nl_port port;
 	enum nl_cidr_prefix cidr_prefix;
+	enum nl_writer writer;
 };
 const volatile struct nl_abi nl_abi_anchor = {};
 

@@ -173,9 +173,19 @@ struct nl_port_rule {
 	__u32 rule_id;
 };
 
+/*
+ * Who wrote an nl_cidrs entry. Each writer replaces and deletes only its own
+ * entries, so entries of one (DNS answers, say) survive another's rewrite (a
+ * policy re-apply). Zero is the policy applier: an entry a writer forgot to tag
+ * is the applier's to delete, so an untagged entry cannot outlive its policy.
+ */
+enum nl_writer {
+	NL_WRITER_POLICY = 0,
+};
+
 struct nl_cidr_rules {
 	__u32 count;
-	__u32 pad;
+	__u32 writer; /* enum nl_writer */
 	struct nl_port_rule rules[NL_MAX_PORT_RULES];
 };
 

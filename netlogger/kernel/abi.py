@@ -37,6 +37,12 @@ class CidrPrefix(enum.IntEnum):
     BITS = 40  # policy_id + family: an nl_cidr_key's prefixlen is this + the address prefix
 
 
+class Writer(enum.IntEnum):
+    """Who wrote an nl_cidrs entry; each writer deletes only its own."""
+
+    POLICY = 0
+
+
 class Op(enum.IntEnum):
     CONNECT = 1
     SENDMSG = 2
@@ -89,6 +95,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_family": (Family, "NL_FAMILY_"),
     "nl_port": (Port, "NL_PORT_"),
     "nl_cidr_prefix": (CidrPrefix, "NL_CIDR_PREFIX_"),
+    "nl_writer": (Writer, "NL_WRITER_"),
     "nl_op": (Op, "NL_OP_"),
     "nl_action": (Action, "NL_ACTION_"),
     "nl_mode": (Mode, "NL_MODE_"),
@@ -168,7 +175,7 @@ class PortRule(ctypes.Structure):
 
 
 class CidrRules(ctypes.Structure):
-    _fields_ = [("count", u32), ("pad", u32), ("rules", PortRule * MAX_PORT_RULES)]
+    _fields_ = [("count", u32), ("writer", u32), ("rules", PortRule * MAX_PORT_RULES)]
 
 
 class ResolverKey(ctypes.Structure):

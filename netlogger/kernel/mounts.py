@@ -34,16 +34,27 @@ def of_type(fstype: str, mountinfo: Path = MOUNTINFO) -> list[Mount]:
 
 BPFFS = Path("/sys/fs/bpf")
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_void_p]
+_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+BPF_FS_MAGIC = 0xCAFE4A11
 
 
-def on_bpffs(path: Path, mountinfo: Path = MOUNTINFO) -> bool:
-    return any(m.path == path or m.path in path.parents for m in of_type("bpf", mountinfo))
+def on_bpffs(path: Path) -> bool:
+    """Whether `path`, or where it would be made, is on a bpf filesystem.
+
+    Asks statfs of its nearest existing ancestor rather than mountinfo, which
+    still lists a mount that a later one hides."""
+    while not path.exists():
+        path = path.parent
+    buf = (ctypes.c_long * 16)()  # struct statfs begins with f_type
+    if _libc.statfs(bytes(path), buf) != 0:
+        return False
+    return buf[0] & 0xFFFFFFFF == BPF_FS_MAGIC
 
 
-def ensure_bpffs(pin_root: Path, mountinfo: Path = MOUNTINFO) -> None:
+def ensure_bpffs(pin_root: Path) -> None:
     """Mount the bpf filesystem at /sys/fs/bpf when a pin root there finds none."""
-    if on_bpffs(pin_root, mountinfo):
+    if on_bpffs(pin_root):
         return
     if BPFFS not in pin_root.parents:
         raise UsageError(f"pin root {pin_root} is not on a bpf filesystem; use one under {BPFFS}")

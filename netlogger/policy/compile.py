@@ -153,7 +153,7 @@ def _cidr_entries(
         key = abi.CidrKey(
             abi.CidrPrefix.BITS + net.prefixlen, policy_id, family, (abi.u8 * 16)(*addr)
         )
-        rules = abi.CidrRules(len(covering))
+        rules = abi.CidrRules(len(covering), abi.Writer.POLICY)
         for i, (_, port_rule) in enumerate(covering):
             rules.rules[i] = port_rule
         entries.append((key, rules))
