@@ -35,4 +35,3 @@ def test_spec_lists_every_program_of_the_object(programs: dict[str, tuple[str, i
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_section_and_attach_type(programs: dict[str, tuple[str, int]], name: str) -> None:
     assert programs[name] == (PROGRAMS[name].section, PROGRAMS[name].attach_type)
-
