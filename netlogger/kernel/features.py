@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netlogger.errors import CAPABILITY_HINT, KernelError, NotSupportedError, PrivilegeError
+from netlogger.errors import KernelError, NotSupportedError
 from netlogger.kernel import libbpf
 from netlogger.kernel.spec import AttachType
 
@@ -76,7 +76,7 @@ def _call(helper: int) -> bytes:
 def _check_privilege(err: int, what: str) -> None:
     # EPERM is the capability check; EACCES is also how the verifier says no.
     if err == errnos.EPERM:
-        raise PrivilegeError(f"probe {what}: EPERM; {CAPABILITY_HINT}", err)
+        raise libbpf.error_for(err, libbpf.Op.LOAD, f"probe {what}")
 
 
 def _load(prog_type: int, code: bytes, log: ctypes.Array[ctypes.c_char] | None) -> tuple[int, int]:
