@@ -25,7 +25,7 @@ from netlogger.kernel.btf import Btf
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.libbpf import Op
 from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info
-from netlogger.kernel.plane import LoadReport, Plane, map_fd, map_handle, program_handle
+from netlogger.kernel.plane import Plane, map_fd, map_handle, program_handle
 from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS
 
 
@@ -164,7 +164,7 @@ def load(
         plan = migrate.plan({n: map_handle(obj, n) for n in MAPS}, pinned, old)
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
         plane = Plane(pin_root, scope, obj, lock_fd)
-        plane.report = LoadReport(plan.reused, plan.created, plan.migrated)
+        plane.report = plan
         for name in plan.migrated:
             migrate.carry(name, pinned[name], map_fd(obj, name), old)
         migrate.write_record(plane.meta)

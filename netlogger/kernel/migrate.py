@@ -12,13 +12,14 @@ import ctypes
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from netlogger.errors import StateError
 from netlogger.kernel import abi, libbpf
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.objinfo import map_info
+from netlogger.kernel.plane import LoadReport
 from netlogger.kernel.spec import MAPS, u32
 
 Layout = dict[str, dict[str, list[list[Any]]]]
@@ -45,13 +46,6 @@ class Recorded:
     def upgrades(self, name: str) -> list[Callable[[Any, Any], None]]:
         steps = range(self.version, abi.ABI_VERSION)
         return [UPGRADES[v][name] for v in steps if name in UPGRADES.get(v, {})]
-
-
-@dataclass
-class MapPlan:
-    reused: list[str] = field(default_factory=list)
-    created: list[str] = field(default_factory=list)
-    migrated: list[str] = field(default_factory=list)
 
 
 def _layout_of(ctype: Any) -> list[list[Any]]:
@@ -127,9 +121,9 @@ def _reusable(obj_map: int, pinned_fd: int, old: Recorded | None, name: str) -> 
     )
 
 
-def plan(obj_maps: dict[str, int], pinned: dict[str, int], old: Recorded | None) -> MapPlan:
+def plan(obj_maps: dict[str, int], pinned: dict[str, int], old: Recorded | None) -> LoadReport:
     """Reuse each pinned map whose shape and layout match; mark the rest for migration."""
-    out = MapPlan()
+    out = LoadReport()
     for name in MAPS:
         if name not in pinned:
             out.created.append(name)
