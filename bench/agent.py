@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from netlogger import control, sandbox
-from netlogger.kernel import cgroup, loader
+from netlogger.kernel import cgroup, pins
 from netlogger.workload import Workload
 
 
@@ -59,7 +59,7 @@ def main() -> None:
         net = stack.enter_context(sandbox.network(tag))
         scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"nlbench-{tag}"))
         pin_root = Path(f"/sys/fs/bpf/nlbench-{tag}")
-        stack.callback(loader.teardown, pin_root)
+        stack.callback(pins.teardown, pin_root)
         sock = work / "control.sock"
         config = work / "netlogger.yaml"
         config.write_text(

@@ -22,10 +22,12 @@ from contextlib import ExitStack
 from bench.harness import arguments, bench_plane
 from netlogger.kernel import libbpf
 from netlogger.kernel.cgroup import Cgroup
+from netlogger.kernel.spec import AttachType
 
 # r0 = 1; exit: allow, and nothing else.
 ALLOW_ALL = bytes.fromhex("b7000000010000009500000000000000")
-CGROUP_SOCK_ADDR, INET4_CONNECT = 18, 10
+CGROUP_SOCK_ADDR = 18
+INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 
 
 def attach_null_program(cg: Cgroup, stack: ExitStack) -> None:
@@ -34,6 +36,7 @@ def attach_null_program(cg: Cgroup, stack: ExitStack) -> None:
     )
     prog = libbpf.call(
         libbpf.bpf_prog_load,
+        libbpf.Op.LOAD,
         "load null program",
         CGROUP_SOCK_ADDR,
         None,
@@ -46,7 +49,13 @@ def attach_null_program(cg: Cgroup, stack: ExitStack) -> None:
     cg_fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
     stack.callback(os.close, cg_fd)
     link = libbpf.call(
-        libbpf.bpf_link_create, "attach null program", prog, cg_fd, INET4_CONNECT, None
+        libbpf.bpf_link_create,
+        libbpf.Op.ATTACH,
+        "attach null program",
+        prog,
+        cg_fd,
+        INET4_CONNECT,
+        None,
     )
     stack.callback(os.close, link)  # the last fd of an unpinned link: closing detaches it
 

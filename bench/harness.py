@@ -18,8 +18,9 @@ from netlogger import sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import cgroup, loader
+from netlogger.kernel import cgroup, loader, pins
 from netlogger.kernel.cgroup import Cgroup
+from netlogger.kernel.plane import Plane
 from netlogger.policy.compile import PolicySet
 from netlogger.workload import Workload
 
@@ -32,7 +33,7 @@ POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: 
 class Bench:
     net: sandbox.Net
     scope: Cgroup
-    plane: loader.Plane
+    plane: Plane
     policies: PolicySet
     enforcer: Enforcer
     stack: ExitStack
@@ -68,7 +69,7 @@ def bench_plane(settings: loader.Settings = UNTHROTTLED) -> Iterator[Bench]:
         net = stack.enter_context(sandbox.network(tag))
         scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"nlbench-{tag}"))
         pin_root = Path(f"/sys/fs/bpf/nlbench-{tag}")
-        stack.callback(loader.teardown, pin_root)
+        stack.callback(pins.teardown, pin_root)
         plane = stack.enter_context(loader.loaded(pin_root, scope, settings))
         enforcer = Enforcer(plane, policies)
         enforcer.apply_policies(policies)

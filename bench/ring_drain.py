@@ -31,7 +31,7 @@ def callback_drain(ring_fd: int) -> list[bytes]:
         return 0
 
     rb = libbpf.call_ptr(
-        libbpf.ring_buffer__new, "ring_buffer__new", ring_fd, on_sample, None, None
+        libbpf.ring_buffer__new, libbpf.Op.OPEN, "ring_buffer__new", ring_fd, on_sample, None, None
     )
     try:
         libbpf.ring_buffer__consume(rb)

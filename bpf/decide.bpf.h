@@ -6,10 +6,14 @@
 #ifndef NETLOGGER_DECIDE_BPF_H
 #define NETLOGGER_DECIDE_BPF_H
 
-#include "emit.bpf.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
-#define NL_AF_INET 2
-#define NL_AF_INET6 10
+#include "emit.bpf.h"
+#include "maps.bpf.h"
+#include "netlogger.h"
+
 #define NL_SOCK_STREAM 1
 #define NL_SOCK_DGRAM 2
 #define NL_SOCK_RAW 3
@@ -53,9 +57,9 @@ static __always_inline __u32 nl_policy_flags(__u32 policy_id)
 static __always_inline void nl_dst_from_ip4(struct nl_dst *d, __u32 ip4, __u32 port)
 {
 	d->asked[0] = ip4;
-	d->asked_family = NL_AF_INET;
+	d->asked_family = NL_FAMILY_INET;
 	d->match[0] = ip4;
-	d->family = 4;
+	d->family = NL_FAMILY_INET;
 	d->port = bpf_ntohs((__u16)port);
 }
 
@@ -67,18 +71,18 @@ static __always_inline void nl_dst_from_ip6(struct nl_dst *d, const __u32 ip6[4]
 	d->asked[1] = ip6[1];
 	d->asked[2] = ip6[2];
 	d->asked[3] = ip6[3];
-	d->asked_family = NL_AF_INET6;
+	d->asked_family = NL_FAMILY_INET6;
 	d->port = bpf_ntohs((__u16)port);
 	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
-		d->family = 4;
+		d->family = NL_FAMILY_INET;
 		d->flags = NL_FLAG_IPV4_MAPPED;
 		d->match[0] = ip6[3];
 	} else if (ip6[0] == bpf_htonl(0x0064ff9b) && ip6[1] == 0 && ip6[2] == 0) {
-		d->family = 4;
+		d->family = NL_FAMILY_INET;
 		d->flags = NL_FLAG_NAT64;
 		d->match[0] = ip6[3];
 	} else {
-		d->family = 6;
+		d->family = NL_FAMILY_INET6;
 		d->match[0] = ip6[0];
 		d->match[1] = ip6[1];
 		d->match[2] = ip6[2];
@@ -89,7 +93,7 @@ static __always_inline void nl_dst_from_ip6(struct nl_dst *d, const __u32 ip6[4]
 /* 127.0.0.0/8, 0.0.0.0, ::1 and :: all reach this host. */
 static __always_inline int nl_is_local(const struct nl_dst *d)
 {
-	if (d->family == 4)
+	if (d->family == NL_FAMILY_INET)
 		return (bpf_ntohl(d->match[0]) >> 24) == 127 || d->match[0] == 0;
 	if (d->match[0] || d->match[1] || d->match[2])
 		return 0;
@@ -116,7 +120,7 @@ static __always_inline void nl_match_cidr(__u32 policy_id, const struct nl_dst *
 					  struct nl_verdict *v)
 {
 	struct nl_cidr_key key = {
-		.prefixlen = 40 + (d->family == 4 ? 32 : 128),
+		.prefixlen = NL_CIDR_PREFIX_BITS + (d->family == NL_FAMILY_INET ? 32 : 128),
 		.policy_id = policy_id,
 		.family = d->family,
 	};
@@ -173,7 +177,7 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 			return 1;
 		v.action = NL_ACTION_ALLOWED;
 		v.reason = NL_REASON_LOOPBACK;
-	} else if (dst->port == 53 || dst->port == 853) {
+	} else if (dst->port == NL_PORT_DNS || dst->port == NL_PORT_DNS_TLS) {
 		nl_match_resolver(policy_id, dst, &v);
 	} else {
 		__u32 type = ctx->type;
@@ -192,10 +196,10 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 		.protocol = ctx->protocol,
 		.op = op,
 	};
-	if (ctx->family == NL_AF_INET6) {
+	if (ctx->family == NL_FAMILY_INET6) {
 		dst->flags |= NL_FLAG_IPV6;
 		/* A v4-mapped sendmsg on an IPv6 socket reaches the sendmsg4 hook. */
-		if (dst->asked_family == NL_AF_INET)
+		if (dst->asked_family == NL_FAMILY_INET)
 			dst->flags |= NL_FLAG_IPV4_MAPPED;
 	}
 	nl_emit(&subj, dst, &v, now);

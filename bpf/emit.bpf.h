@@ -8,9 +8,10 @@
 #ifndef NETLOGGER_EMIT_BPF_H
 #define NETLOGGER_EMIT_BPF_H
 
-#include "maps.bpf.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 
-const volatile struct nl_config nl_cfg = {};
+#include "maps.bpf.h"
 
 /* Ring bytes one record takes: its 8-byte header and the record, 8-aligned. */
 #define NL_RECORD_SPAN ((sizeof(struct nl_event) + 8 + 7) & ~7UL)
@@ -18,10 +19,10 @@ const volatile struct nl_config nl_cfg = {};
 /* The destination as the workload asked for it, and the form policy matches. */
 struct nl_dst {
 	__u32 asked[4];	 /* as passed to connect/sendmsg, network order */
-	__u32 match[4];	 /* IPv4 in match[0] when family == 4 */
+	__u32 match[4];	 /* IPv4 in match[0] when family is NL_FAMILY_INET */
 	__u16 port;	 /* host order */
-	__u16 asked_family; /* AF_INET or AF_INET6: the form of `asked` */
-	__u8 family;	 /* 4 or 6: the family the policy decides in */
+	__u16 asked_family; /* enum nl_family: the form of `asked` */
+	__u8 family;	 /* enum nl_family: the family the policy decides in */
 	__u8 flags;	 /* enum nl_flag */
 };
 

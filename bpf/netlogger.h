@@ -7,16 +7,40 @@
  * padding (no hidden holes: the Python mirror in netlogger/kernel/abi.py reads
  * raw bytes), and a bump of NL_ABI_VERSION whenever a record layout changes.
  * tests/unit/test_abi.py checks the Python mirror against the BTF of the
- * compiled object, field by field.
+ * compiled object, field by field, and every enum value by value (constants
+ * Python needs too are enums for that reason: they appear in BTF).
+ *
+ * Address families: every `family` field in these structs holds AF_INET or
+ * AF_INET6 (enum nl_family), the kernel's own values, never 4 or 6.
  */
 #ifndef NETLOGGER_H
 #define NETLOGGER_H
 
-#define NL_ABI_VERSION 1
+#include <linux/types.h>
+
+#define NL_ABI_VERSION 2
 
 #define NL_COMM_LEN 16
 #define NL_MAX_LEVELS 32	 /* cgroup depths the enrollment lookup searches */
 #define NL_MAX_PORT_RULES 16	 /* port rules per (policy, prefix) */
+
+/* The values of AF_INET and AF_INET6. */
+enum nl_family {
+	NL_FAMILY_INET = 2,
+	NL_FAMILY_INET6 = 10,
+};
+
+/* Destination ports that are DNS: only a policy's resolvers may be asked. */
+enum nl_port {
+	NL_PORT_DNS = 53,
+	NL_PORT_DNS_TLS = 853, /* DNS over TLS */
+};
+
+/* Bits of an nl_cidr_key ahead of the address that a prefix always covers:
+ * policy_id and family. A key's prefixlen is this plus the address prefix. */
+enum nl_cidr_prefix {
+	NL_CIDR_PREFIX_BITS = 40,
+};
 
 enum nl_op {
 	NL_OP_CONNECT = 1,
@@ -89,7 +113,7 @@ struct nl_event {
 	__u32 policy_id;
 	__u8 daddr[16];	 /* as asked; IPv4 in the first four bytes */
 	__u16 dport;	 /* host order */
-	__u16 family;	 /* AF_INET or AF_INET6: the form daddr holds */
+	__u16 family;	 /* enum nl_family: the form daddr holds */
 	__u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW */
 	__u16 protocol;	 /* IPPROTO_* of the socket */
 	__u8 action;	 /* enum nl_action */
@@ -134,9 +158,9 @@ struct nl_policy {
  * alone answers. The family byte keeps an IPv6 ::/0 from covering IPv4.
  */
 struct nl_cidr_key {
-	__u32 prefixlen; /* 40 + the address prefix length */
+	__u32 prefixlen; /* NL_CIDR_PREFIX_BITS + the address prefix length */
 	__u32 policy_id;
-	__u8 family; /* 4 or 6 */
+	__u8 family; /* enum nl_family */
 	__u8 addr[16];
 	__u8 pad[3];
 };
@@ -149,16 +173,26 @@ struct nl_port_rule {
 	__u32 rule_id;
 };
 
+/*
+ * Who wrote an nl_cidrs entry. Each writer replaces and deletes only its own
+ * entries, so entries of one (DNS answers, say) survive another's rewrite (a
+ * policy re-apply). Zero is the policy applier: an entry a writer forgot to tag
+ * is the applier's to delete, so an untagged entry cannot outlive its policy.
+ */
+enum nl_writer {
+	NL_WRITER_POLICY = 0,
+};
+
 struct nl_cidr_rules {
 	__u32 count;
-	__u32 pad;
+	__u32 writer; /* enum nl_writer */
 	struct nl_port_rule rules[NL_MAX_PORT_RULES];
 };
 
 /* nl_resolvers: (policy, family, address) -> rule id of that resolver. */
 struct nl_resolver_key {
 	__u32 policy_id;
-	__u8 family;
+	__u8 family; /* enum nl_family */
 	__u8 pad[3];
 	__u8 addr[16];
 };
@@ -209,5 +243,9 @@ struct nl_config {
 	__u64 allow_tolerance_ns; /* (burst - 1) * allow_interval_ns */
 	__u64 wakeup_bytes;	  /* wake the agent once this much is waiting in the ring */
 };
+
+_Static_assert(NL_CIDR_PREFIX_BITS == 8 * (__builtin_offsetof(struct nl_cidr_key, addr) -
+					   __builtin_offsetof(struct nl_cidr_key, policy_id)),
+	       "a CIDR prefix covers policy_id and family before the address");
 
 #endif /* NETLOGGER_H */

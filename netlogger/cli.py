@@ -184,9 +184,9 @@ def teardown(pin_root: Path) -> None:
     Example:
       netlogger teardown --pin-root /sys/fs/bpf/netlogger
     """
-    from netlogger.kernel import loader
+    from netlogger.kernel import pins
 
-    removed = loader.teardown(pin_root)
+    removed = pins.teardown(pin_root)
     click.echo(
         f"removed {len(removed)} pinned objects under {pin_root}"
         if removed

@@ -20,7 +20,7 @@ from netlogger import privileges, sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import cgroup, loader
+from netlogger.kernel import cgroup, loader, pins
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import AttributionEnricher
 from netlogger.policy.compile import PolicySet
@@ -75,7 +75,7 @@ class Demo:
             net = stack.enter_context(sandbox.network(tag))
             scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"netlogger-demo-{tag}"))
             pin_root = Path(f"/sys/fs/bpf/netlogger-demo-{tag}")
-            stack.callback(loader.teardown, pin_root)
+            stack.callback(pins.teardown, pin_root)
             plane = stack.enter_context(loader.loaded(pin_root, scope))
             agent_cg = stack.enter_context(sandbox.cgroup(scope, "agent"))
             enforcer = Enforcer(plane, checked.policies)

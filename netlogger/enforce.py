@@ -16,8 +16,8 @@ from typing import Any
 from netlogger.errors import UsageError
 from netlogger.kernel import abi
 from netlogger.kernel.cgroup import Cgroup
-from netlogger.kernel.loader import Plane
 from netlogger.kernel.maps import BpfMap
+from netlogger.kernel.plane import Plane
 from netlogger.policy.compile import PolicySet
 
 _MODES = {"enforce": abi.Mode.ENFORCE, "audit": abi.Mode.AUDIT}
@@ -87,26 +87,23 @@ class Enforcer:
     # -- policies ---------------------------------------------------------
 
     def apply_policies(self, policies: PolicySet) -> None:
-        """Replace every policy in the kernel with `policies`."""
+        """Make the kernel hold exactly `policies`, touching only what the applier owns.
+
+        It owns nl_policies, nl_resolvers and the nl_cidrs entries tagged
+        Writer.POLICY; other writers' nl_cidrs entries stay as they are. The
+        new entries go in before any stale one goes out, and an LPM update
+        replaces an entry in one step, so a destination both policy sets allow
+        is never denied in between.
+        """
         in_use = {e.policy for e in self.enrolled()} - set(policies.policies)
         if in_use:
             raise UsageError(
                 f"policies {', '.join(sorted(in_use))} are still used by enrolled cgroups; "
                 "unenroll them first or keep the policies"
             )
-        p = self.plane
-        wanted: list[tuple[BpfMap[Any, Any], Any, Any]] = []
-        for compiled in policies.policies.values():
-            wanted.append((p.policies, compiled.id, abi.Policy(compiled.flags)))
-            wanted += [(p.cidrs, key, rules) for key, rules in compiled.cidrs]
-            wanted += [(p.resolvers, key, ctypes.c_uint32(rid)) for key, rid in compiled.resolvers]
+        wanted = self._entries(policies)
         keep = {(m.name, bytes(_key_obj(m, k))) for m, k, _ in wanted}
-        stale = [
-            (m, k)
-            for m in (p.policies, p.cidrs, p.resolvers)
-            for k in list(m.keys())
-            if (m.name, bytes(_key_obj(m, k))) not in keep
-        ]
+        stale = [(m, k) for m, k in self._owned() if (m.name, bytes(_key_obj(m, k))) not in keep]
         undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
         with _restoring(undo):
             for bpf_map, key, value in wanted:
@@ -116,6 +113,25 @@ class Enforcer:
                 undo.append((bpf_map, key, bpf_map.lookup(key)))
                 bpf_map.delete(key)
         self.policies = policies
+
+    def _entries(self, policies: PolicySet) -> list[tuple[BpfMap[Any, Any], Any, Any]]:
+        p = self.plane
+        out: list[tuple[BpfMap[Any, Any], Any, Any]] = []
+        for compiled in policies.policies.values():
+            out.append((p.policies, compiled.id, abi.Policy(compiled.flags)))
+            out += [(p.cidrs, key, rules) for key, rules in compiled.cidrs]
+            out += [(p.resolvers, key, ctypes.c_uint32(rid)) for key, rid in compiled.resolvers]
+        return out
+
+    def _owned(self) -> Iterator[tuple[BpfMap[Any, Any], Any]]:
+        """Every entry in the kernel the applier wrote, this run or an earlier one."""
+        p = self.plane
+        for bpf_map in (p.policies, p.resolvers):
+            for key in list(bpf_map.keys()):
+                yield bpf_map, key
+        for key, rules in p.cidrs.items():
+            if rules.writer == abi.Writer.POLICY:
+                yield p.cidrs, key
 
     # -- enrollment -------------------------------------------------------
 

@@ -13,8 +13,10 @@
     ├── StateError                  pinned state that cannot be reused or migrated
     └── AgentError                  the running agent is absent, busy, or said no
 
-Lower-layer errors (OSError from libbpf calls) become these in exactly one place:
-`netlogger.kernel.libbpf.raise_for_errno`.
+Lower-layer errors (an errno from libbpf, bpf(2), mount(2) or the pin root)
+become these in exactly one place: `netlogger.kernel.libbpf.error_for`, which
+picks the type by the operation the caller names (`libbpf.Op`), never by the
+wording of a message.
 """
 
 from __future__ import annotations

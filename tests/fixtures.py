@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from netlogger import sandbox
-from netlogger.kernel import cgroup, loader
+from netlogger.kernel import cgroup, pins
 from netlogger.workload import Workload
 
 
@@ -31,7 +31,7 @@ def scope() -> Iterator[cgroup.Cgroup]:
 def pin_root() -> Iterator[Path]:
     path = Path("/sys/fs/bpf") / unique("nltest")
     yield path
-    loader.teardown(path)
+    pins.teardown(path)
 
 
 @pytest.fixture

@@ -15,10 +15,32 @@ from typing import Any
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 COMM_LEN = 16
 MAX_LEVELS = 32
 MAX_PORT_RULES = 16
+
+
+class Family(enum.IntEnum):
+    """Every `family` field holds these (socket.AF_INET, socket.AF_INET6), never 4 or 6."""
+
+    INET = 2
+    INET6 = 10
+
+
+class Port(enum.IntEnum):
+    DNS = 53
+    DNS_TLS = 853
+
+
+class CidrPrefix(enum.IntEnum):
+    BITS = 40  # policy_id + family: an nl_cidr_key's prefixlen is this + the address prefix
+
+
+class Writer(enum.IntEnum):
+    """Who wrote an nl_cidrs entry; each writer deletes only its own."""
+
+    POLICY = 0
 
 
 class Op(enum.IntEnum):
@@ -70,6 +92,10 @@ class PolicyFlag(enum.IntFlag):
 
 # The C enum each Python enum mirrors, and the prefix its member names carry.
 ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
+    "nl_family": (Family, "NL_FAMILY_"),
+    "nl_port": (Port, "NL_PORT_"),
+    "nl_cidr_prefix": (CidrPrefix, "NL_CIDR_PREFIX_"),
+    "nl_writer": (Writer, "NL_WRITER_"),
     "nl_op": (Op, "NL_OP_"),
     "nl_action": (Action, "NL_ACTION_"),
     "nl_mode": (Mode, "NL_MODE_"),
@@ -149,7 +175,7 @@ class PortRule(ctypes.Structure):
 
 
 class CidrRules(ctypes.Structure):
-    _fields_ = [("count", u32), ("pad", u32), ("rules", PortRule * MAX_PORT_RULES)]
+    _fields_ = [("count", u32), ("writer", u32), ("rules", PortRule * MAX_PORT_RULES)]
 
 
 class ResolverKey(ctypes.Structure):

@@ -118,7 +118,9 @@ class Btf:
 
 @contextmanager
 def open_file(path: Path) -> Iterator[Btf]:
-    handle = libbpf.call_ptr(libbpf.btf__parse, f"read BTF of {path}", str(path).encode(), None)
+    handle = libbpf.call_ptr(
+        libbpf.btf__parse, libbpf.Op.OPEN, f"read BTF of {path}", str(path).encode(), None
+    )
     try:
         yield Btf(handle)
     finally:

@@ -25,12 +25,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netlogger.errors import CAPABILITY_HINT, KernelError, NotSupportedError, PrivilegeError
+from netlogger.errors import KernelError, NotSupportedError
 from netlogger.kernel import libbpf
+from netlogger.kernel.spec import AttachType
 
 PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 9, 18
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LPM_TRIE, MAP_RINGBUF = 1, 2, 6, 11, 27
-ATTACH_INET_SOCK_CREATE, ATTACH_INET4_CONNECT = 2, 10
+ATTACH_INET_SOCK_CREATE = AttachType.CGROUP_INET_SOCK_CREATE
+ATTACH_INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 BPF_F_RDONLY_PROG = 1 << 7
 
 # The attach type each probed program type is loaded with: a cgroup_sock_addr
@@ -74,7 +76,7 @@ def _call(helper: int) -> bytes:
 def _check_privilege(err: int, what: str) -> None:
     # EPERM is the capability check; EACCES is also how the verifier says no.
     if err == errnos.EPERM:
-        raise PrivilegeError(f"probe {what}: EPERM; {CAPABILITY_HINT}", err)
+        raise libbpf.error_for(err, libbpf.Op.LOAD, f"probe {what}")
 
 
 def _load(prog_type: int, code: bytes, log: ctypes.Array[ctypes.c_char] | None) -> tuple[int, int]:

@@ -2,7 +2,9 @@
 
 libbpf >= 1.0 reports failure as a negative errno (int functions) or NULL with
 errno set (pointer functions); `call` and `call_ptr` turn both into our
-KernelError tree in one place. libbpf's own log goes to the
+KernelError tree in one place, `error_for`. The caller says what it was doing
+(an `Op` and the words for people), and the Op, not the wording, picks the
+error type. libbpf's own log goes to the
 `netlogger.libbpf` logger; the last lines are kept so a load failure can
 carry the verifier's reasoning.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import enum
 import errno as errnos
 import logging
 import os
@@ -79,6 +82,10 @@ bpf_map__max_entries = _bind("bpf_map__max_entries", c_uint32, Map)
 bpf_map__map_flags = _bind("bpf_map__map_flags", c_uint32, Map)
 
 bpf_program__fd = _bind("bpf_program__fd", c_int, Program)
+bpf_program__section_name = _bind("bpf_program__section_name", c_char_p, Program)
+bpf_program__expected_attach_type = _bind("bpf_program__expected_attach_type", c_uint, Program)
+bpf_object__next_program = _bind("bpf_object__next_program", Program, Object, Program)
+bpf_program__name = _bind("bpf_program__name", c_char_p, Program)
 bpf_program__attach_cgroup = _bind("bpf_program__attach_cgroup", Link, Program, c_int)
 
 bpf_link__open = _bind("bpf_link__open", Link, c_char_p)
@@ -176,43 +183,72 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_STATS_RUN_TIME = 0
 
 
-def _error_for(err: int, what: str) -> KernelError:
-    """The one errno -> error map. `what` names the object and the operation."""
+class Op(enum.Enum):
+    """What a caller was doing when the kernel or libbpf said no."""
+
+    OPEN = "open"  # an object file, BTF, a pinned map or link
+    CONFIGURE = "configure"  # ring size, .rodata, map reuse: before load
+    LOAD = "load"  # the verifier's turn
+    ATTACH = "attach"  # attach a program, open or swap a pinned link
+    PIN = "pin"  # pin a map or link, make the pin root
+    MOUNT = "mount"  # mount the bpf filesystem
+    MAP = "map"  # read or write map entries
+    QUERY = "query"  # object info, CPU count
+
+
+# The one errno -> error map: an errno that means "not allowed" wins, whatever
+# the operation; otherwise the operation names the error type.
+ERRNO_ERRORS: dict[int, type[KernelError]] = {
+    errnos.EPERM: PrivilegeError,
+    errnos.EACCES: PrivilegeError,
+}
+OP_ERRORS: dict[Op, type[KernelError]] = {
+    Op.OPEN: KernelError,
+    Op.CONFIGURE: KernelError,
+    Op.LOAD: LoadError,
+    Op.ATTACH: AttachError,
+    Op.PIN: KernelError,
+    Op.MOUNT: KernelError,
+    Op.MAP: MapError,
+    Op.QUERY: KernelError,
+}
+
+
+def error_for(err: int, op: Op, what: str, hint: str = "") -> KernelError:
+    """`what` names the object and the operation, for people; `hint` what to do next."""
     reason = f"{what}: {errnos.errorcode.get(err, str(err))} ({os.strerror(err)})"
-    if err in (errnos.EPERM, errnos.EACCES):
+    cls = ERRNO_ERRORS.get(err, OP_ERRORS[op])
+    if cls is PrivilegeError:
         return PrivilegeError(f"{reason}; {CAPABILITY_HINT}", err)
-    if what.startswith("load"):
-        tail = "\n".join(list(recent_warnings)[-25:])
-        return LoadError(reason, err, tail)
-    if what.startswith(("attach", "update link", "open link", "pin link")):
-        return AttachError(reason, err)
-    if what.startswith("map"):
-        return MapError(reason, err)
-    return KernelError(reason, err)
+    if hint:
+        reason = f"{reason}; {hint}"
+    if cls is LoadError:
+        return LoadError(reason, err, "\n".join(list(recent_warnings)[-25:]))
+    return cls(reason, err)
 
 
-def raise_for_errno(err: int, what: str) -> None:
-    raise _error_for(err, what)
+def raise_for_errno(err: int, op: Op, what: str, hint: str = "") -> None:
+    raise error_for(err, op, what, hint)
 
 
-def call(fn: Callable[..., int], what: str, *args: Any) -> int:
+def call(fn: Callable[..., int], op: Op, what: str, *args: Any) -> int:
     """Call an int-returning libbpf function; negative results raise."""
-    if what.startswith("load"):
+    if op is Op.LOAD:
         recent_warnings.clear()
     ret = fn(*args)
     if ret < 0:
-        raise_for_errno(-ret, what)  # libbpf >= 1.0 returns -errno
+        raise_for_errno(-ret, op, what)  # libbpf >= 1.0 returns -errno
     return ret
 
 
-def call_ptr(fn: Callable[..., int | None], what: str, *args: Any) -> int:
+def call_ptr(fn: Callable[..., int | None], op: Op, what: str, *args: Any) -> int:
     """Call a pointer-returning libbpf function; NULL raises with errno."""
     ptr = fn(*args)
     if not ptr:
-        raise_for_errno(ctypes.get_errno() or errnos.EINVAL, what)
+        raise_for_errno(ctypes.get_errno() or errnos.EINVAL, op, what)
     assert ptr is not None
     return ptr
 
 
 def possible_cpus() -> int:
-    return call(libbpf_num_possible_cpus, "count possible CPUs")
+    return call(libbpf_num_possible_cpus, Op.QUERY, "count possible CPUs")

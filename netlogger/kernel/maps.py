@@ -40,13 +40,14 @@ class BpfMap(Generic[K, V]):
         if ret == -errno.ENOENT:
             return None
         if ret < 0:
-            libbpf.raise_for_errno(-ret, f"map {self.name}: lookup")
+            libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"map {self.name}: lookup")
         return _out(value)
 
     def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
         val = value if isinstance(value, self.value_type) else self.value_type(value)
         libbpf.call(
             libbpf.bpf_map_update_elem,
+            libbpf.Op.MAP,
             f"map {self.name}: update",
             self.fd,
             ctypes.byref(self._key(key)),
@@ -69,7 +70,7 @@ class BpfMap(Generic[K, V]):
         if ret == -errno.ENOENT:
             return False
         if ret < 0:
-            libbpf.raise_for_errno(-ret, f"map {self.name}: delete")
+            libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"map {self.name}: delete")
         return True
 
     def keys(self) -> Iterator[K]:
@@ -82,7 +83,7 @@ class BpfMap(Generic[K, V]):
             if ret == -errno.ENOENT:
                 return
             if ret < 0:
-                libbpf.raise_for_errno(-ret, f"map {self.name}: iterate")
+                libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"map {self.name}: iterate")
             yield _out(nxt)
             prev = nxt
 
@@ -106,6 +107,7 @@ class PerCpuArray(Generic[V]):
         buf = (self.value_type * self.cpus)()  # values are 8-byte multiples: no per-CPU padding
         libbpf.call(
             libbpf.bpf_map_lookup_elem,
+            libbpf.Op.MAP,
             f"map {self.name}: lookup",
             self.fd,
             ctypes.byref(ctypes.c_uint32(0)),

@@ -82,7 +82,14 @@ class ProgInfo:
 
 def _fill(fd: int, info: ctypes.Structure, what: str) -> None:
     size = u32(ctypes.sizeof(info))
-    libbpf.call(libbpf.bpf_obj_get_info_by_fd, what, fd, ctypes.byref(info), ctypes.byref(size))
+    libbpf.call(
+        libbpf.bpf_obj_get_info_by_fd,
+        libbpf.Op.QUERY,
+        what,
+        fd,
+        ctypes.byref(info),
+        ctypes.byref(size),
+    )
 
 
 def map_info(fd: int) -> MapInfo:
@@ -95,7 +102,7 @@ def map_info(fd: int) -> MapInfo:
 
 def link_info(fd: int) -> LinkInfo:
     i = _LinkInfo()
-    _fill(fd, i, "open link info")
+    _fill(fd, i, "link info")
     return LinkInfo(i.type, i.id, i.prog_id, i.cgroup_id, i.attach_type)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from netlogger.kernel import abi
-from netlogger.kernel.loader import Plane
+from netlogger.kernel.plane import Plane
 from netlogger.pipeline.enrich import Attribution
 from netlogger.pipeline.record import EVENT_NAMES, Gap
 

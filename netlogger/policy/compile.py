@@ -86,8 +86,10 @@ def _as_ipv4(addr: Address) -> Address:
     return addr
 
 
-def _family_and_bytes(addr: Address) -> tuple[int, bytes]:
-    return (4, addr.packed + bytes(12)) if addr.version == 4 else (6, addr.packed)
+def _family_and_bytes(addr: Address) -> tuple[abi.Family, bytes]:
+    if addr.version == 4:
+        return abi.Family.INET, addr.packed + bytes(12)
+    return abi.Family.INET6, addr.packed
 
 
 def _network(rule: Rule) -> Network:
@@ -148,8 +150,10 @@ def _cidr_entries(
             )
             continue
         family, addr = _family_and_bytes(net.network_address)
-        key = abi.CidrKey(40 + net.prefixlen, policy_id, family, (abi.u8 * 16)(*addr))
-        rules = abi.CidrRules(len(covering))
+        key = abi.CidrKey(
+            abi.CidrPrefix.BITS + net.prefixlen, policy_id, family, (abi.u8 * 16)(*addr)
+        )
+        rules = abi.CidrRules(len(covering), abi.Writer.POLICY)
         for i, (_, port_rule) in enumerate(covering):
             rules.rules[i] = port_rule
         entries.append((key, rules))

@@ -107,9 +107,7 @@ def test_no_compiler_is_on_the_path(installed: Installed) -> None:
 
 
 def test_the_venv_runs_its_own_copy(installed: Installed) -> None:
-    result = installed.run(
-        "python", "-c", "from netlogger.kernel import loader; print(loader.OBJECT)"
-    )
+    result = installed.run("python", "-c", "from netlogger.kernel import spec; print(spec.OBJECT)")
     assert result.returncode == 0, result.stderr
     object_path = Path(result.stdout.strip())
     assert object_path.is_relative_to(installed.venv)

@@ -19,6 +19,7 @@ from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel import cgroup, loader
+from netlogger.kernel.plane import Plane
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.record import Record
@@ -53,15 +54,13 @@ def settings() -> loader.Settings:
 
 
 @pytest.fixture
-def plane(
-    pin_root: Path, scope: cgroup.Cgroup, settings: loader.Settings
-) -> Iterator[loader.Plane]:
+def plane(pin_root: Path, scope: cgroup.Cgroup, settings: loader.Settings) -> Iterator[Plane]:
     with loader.loaded(pin_root, scope, settings) as p:
         yield p
 
 
 @pytest.fixture
-def enforcer(plane: loader.Plane, policies: PolicySet) -> Enforcer:
+def enforcer(plane: Plane, policies: PolicySet) -> Enforcer:
     enforcer = Enforcer(plane, policies)
     enforcer.apply_policies(policies)
     return enforcer
@@ -81,7 +80,7 @@ def enrolled(scope: cgroup.Cgroup, enforcer: Enforcer) -> Iterator[Any]:
 
 
 @pytest.fixture
-def ring(plane: loader.Plane) -> Iterator[RingReader]:
+def ring(plane: Plane) -> Iterator[RingReader]:
     with plane.reader() as r:
         yield r
 

@@ -16,7 +16,7 @@ import struct
 import pytest
 
 from netlogger.errors import StateError
-from netlogger.kernel import abi, libbpf, loader
+from netlogger.kernel import abi, libbpf, loader, migrate
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.objinfo import map_info
 
@@ -25,20 +25,26 @@ OLD_ENROLLMENT = [["policy_id", 0, 4], ["mode", 4, 1], ["pad", 5, 3], ["bypass_u
 BPF_MAP_TYPE_ARRAY = 2
 
 
-def record_old_layout(pin_root, name: str, key: list, value: list) -> None:
+def record_old_layout(
+    pin_root, name: str, key: list, value: list, version: int = abi.ABI_VERSION
+) -> None:
     """Write the pinned layout record as an older agent would have left it."""
-    layout = loader.current_layout()
+    layout = migrate.current_layout()
     layout[name] = {"key": key, "value": value}
     text = json.dumps(layout).encode()
-    fd = libbpf.call(libbpf.bpf_obj_get, "open", bytes(pin_root / "maps" / "nl_meta"))
+    fd = libbpf.call(
+        libbpf.bpf_obj_get, libbpf.Op.OPEN, "open", bytes(pin_root / "maps" / "nl_meta")
+    )
     try:
-        BpfMap("nl_meta", fd, ctypes.c_uint32, abi.Meta).update(0, abi.Meta(1, len(text), text))
+        BpfMap("nl_meta", fd, ctypes.c_uint32, abi.Meta).update(
+            0, abi.Meta(version, len(text), text)
+        )
     finally:
         os.close(fd)
 
 
 def pinned_map_id(pin_root, name: str) -> int:
-    fd = libbpf.call(libbpf.bpf_obj_get, "open", bytes(pin_root / "maps" / name))
+    fd = libbpf.call(libbpf.bpf_obj_get, libbpf.Op.OPEN, "open", bytes(pin_root / "maps" / name))
     try:
         return map_info(fd).id
     finally:
@@ -76,11 +82,19 @@ def test_smaller_old_value_is_migrated(pin_root, scope, enrolled, plane):
     path = pin_root / "maps" / "nl_levels"
     path.unlink()
     fd = libbpf.call(
-        libbpf.bpf_map_create, "create", BPF_MAP_TYPE_ARRAY, b"nl_levels", 4, 4, 1, None
+        libbpf.bpf_map_create,
+        libbpf.Op.MAP,
+        "create",
+        BPF_MAP_TYPE_ARRAY,
+        b"nl_levels",
+        4,
+        4,
+        1,
+        None,
     )
     try:
         BpfMap("old", fd, ctypes.c_uint32, ctypes.c_uint32).update(0, mask)
-        libbpf.call(libbpf.bpf_obj_pin, "pin", fd, bytes(path))
+        libbpf.call(libbpf.bpf_obj_pin, libbpf.Op.PIN, "pin", fd, bytes(path))
     finally:
         os.close(fd)
     record_old_layout(pin_root, "nl_levels", [["", 0, 4]], [["mask", 0, 4]])
@@ -96,3 +110,27 @@ def test_pinned_maps_without_layout_record_are_refused(pin_root, scope, plane):
     with pytest.raises(StateError, match="has no layout record"):
         loader.load(pin_root, scope)
     assert sorted(p.name for p in (pin_root / "maps").iterdir()) == before
+
+
+def test_abi_1_families_and_writers_are_upgraded(pin_root, scope, enrolled, spawn, plane):
+    """ABI 1 keyed families as 4/6 and had no writer tag (its pad is now `writer`)."""
+    w = spawn(enrolled("a"))
+    v1 = {abi.Family.INET: 4, abi.Family.INET6: 6}
+    for bpf_map in (plane.cidrs, plane.resolvers):
+        for key, value in list(bpf_map.items()):
+            bpf_map.delete(key)
+            key.family = v1[key.family]
+            bpf_map.update(key, value)
+    assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == errno.EPERM
+    plane.close()
+    old_rules = [["count", 0, 4], ["pad", 4, 4], ["rules", 8, ctypes.sizeof(abi.CidrRules) - 8]]
+    layout = migrate.current_layout()["nl_cidrs"]
+    record_old_layout(pin_root, "nl_cidrs", layout["key"], old_rules, version=1)
+
+    with loader.loaded(pin_root, scope) as again:  # no policy applied: migration alone
+        assert sorted(again.report.migrated) == ["nl_cidrs", "nl_resolvers"]
+        assert {k.family for k, _ in again.cidrs.items()} == {abi.Family.INET, abi.Family.INET6}
+        assert {k.family for k, _ in again.resolvers.items()} == {abi.Family.INET}
+        assert {v.writer for _, v in again.cidrs.items()} == {abi.Writer.POLICY}
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == errno.EINPROGRESS
+        assert w("sendto", family=4, addr="198.18.0.53", port=53) == 0

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from netlogger import sandbox
-from netlogger.kernel import loader
+from netlogger.kernel import loader, spec
 from netlogger.pipeline.decode import Decoder
 from tests.kernel.conftest import POLICY
 
@@ -55,8 +55,8 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
         with loader.loaded(pin_root, scope) as plane:
             hammer.join()
             assert during == {str(EPERM): 30_000}
-            assert plane.report.swapped == list(loader.PROGRAMS)
-            assert set(plane.report.reused) == set(loader.MAPS)
+            assert plane.report.swapped == list(spec.PROGRAMS)
+            assert set(plane.report.reused) == set(spec.MAPS)
             assert plane.report.attached == [] and plane.report.migrated == []
 
             assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import socket
 from collections.abc import Iterator
 
 import pytest
 
 from netlogger.kernel import abi, btf
-from netlogger.kernel.loader import OBJECT
+from netlogger.kernel.spec import OBJECT
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,12 @@ def test_constants_match_header() -> None:
         ("NL_MAX_PORT_RULES", abi.MAX_PORT_RULES),
     ]:
         assert f"#define {name} {value}" in header
+
+
+def test_families_are_the_socket_values() -> None:
+    assert (abi.Family.INET, abi.Family.INET6) == (socket.AF_INET, socket.AF_INET6)
+
+
+def test_cidr_prefix_covers_policy_and_family() -> None:
+    key = abi.CidrKey
+    assert 8 * (key.addr.offset - key.policy_id.offset) == abi.CidrPrefix.BITS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
@@ -30,7 +31,7 @@ def entries() -> dict[str, list[tuple[int, int, int, str]]]:
     out = {}
     for key, rules in ps.policies["p"].cidrs:
         raw = bytes(key.addr)
-        addr = ipaddress.ip_address(raw[:4] if key.family == 4 else raw)
+        addr = ipaddress.ip_address(raw[:4] if key.family == socket.AF_INET else raw)
         name = f"{addr}/{key.prefixlen - 40}"
         out[name] = [
             (r.port_lo, r.port_hi, r.protos, ps.rules[r.rule_id].name)
@@ -55,15 +56,15 @@ def test_each_prefix_carries_the_rules_of_every_prefix_containing_it() -> None:
 
 def test_keys_separate_families_and_policies() -> None:
     key = compiled().policies["p"].cidrs[0][0]
-    assert (key.prefixlen, key.policy_id, key.family) == (48, stable_id("p"), 4)
+    assert (key.prefixlen, key.policy_id, key.family) == (48, stable_id("p"), socket.AF_INET)
     assert bytes(key.addr) == bytes([10]) + bytes(15)
 
 
 def test_resolvers_are_canonical_ipv4_when_mapped_or_nat64() -> None:
     resolvers = compiled().policies["p"].resolvers
     forms = [(k.family, bytes(k.addr)) for k, _ in resolvers]
-    assert forms[0] == forms[1] == (4, bytes([10, 0, 0, 53]) + bytes(12))
-    assert forms[2] == (6, ipaddress.ip_address("2001:db8::53").packed)
+    assert forms[0] == forms[1] == (socket.AF_INET, bytes([10, 0, 0, 53]) + bytes(12))
+    assert forms[2] == (socket.AF_INET6, ipaddress.ip_address("2001:db8::53").packed)
 
 
 def test_ids_are_stable_across_compiles_and_order() -> None:

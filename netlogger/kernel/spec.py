@@ -1,0 +1,72 @@
+"""What the BPF object holds: its maps, its programs, and where each program attaches.
+
+This is the spec, kept apart from the live kernel objects (plane.py). The
+object itself is built from bpf/ by setup.py (see its docstring).
+
+Adding a map: declare it in bpf/maps.bpf.h, define it in bpf/maps.bpf.c, add
+its MapSpec below (key and value are abi.py mirrors), and give Plane a typed
+attribute when the agent reads or writes it. Adding a program: write it in its
+bpf/<concept>.bpf.c and add its ProgramSpec below; the loader attaches, pins
+and swaps every program listed here, and tests/unit/test_spec.py holds this
+list to the object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netlogger.kernel import abi
+
+OBJECT = Path(__file__).resolve().parents[1] / "_objects" / "netlogger.bpf.o"
+
+u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+
+
+class AttachType(enum.IntEnum):
+    """enum bpf_attach_type (linux/bpf.h), named as there without `BPF_`."""
+
+    CGROUP_INET_SOCK_CREATE = 2
+    CGROUP_INET4_CONNECT = 10
+    CGROUP_INET6_CONNECT = 11
+    CGROUP_UDP4_SENDMSG = 14
+    CGROUP_UDP6_SENDMSG = 15
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    key: Any  # None: not read as entries (the ring)
+    value: Any
+    carry: bool  # entries are carried into a new map when the layout changes
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    section: str  # SEC() in bpf/, which tells libbpf the program type
+    attach_type: AttachType  # every one attaches to the scope cgroup
+
+
+MAPS: dict[str, MapSpec] = {
+    "nl_events": MapSpec(None, None, carry=False),
+    "nl_enrollments": MapSpec(u64, abi.Enrollment, carry=True),
+    "nl_cgroup_state": MapSpec(u64, abi.CgroupState, carry=True),
+    "nl_cpu_loss": MapSpec(u32, abi.CpuLoss, carry=False),
+    "nl_policies": MapSpec(u32, abi.Policy, carry=True),
+    "nl_cidrs": MapSpec(abi.CidrKey, abi.CidrRules, carry=True),
+    "nl_resolvers": MapSpec(abi.ResolverKey, u32, carry=True),
+    "nl_levels": MapSpec(u32, abi.Levels, carry=True),
+    "nl_labels": MapSpec(u64, abi.Labels, carry=True),
+    "nl_reported": MapSpec(u64, abi.Reported, carry=True),
+    "nl_meta": MapSpec(u32, abi.Meta, carry=False),
+}
+
+PROGRAMS: dict[str, ProgramSpec] = {
+    "nl_connect4": ProgramSpec("cgroup/connect4", AttachType.CGROUP_INET4_CONNECT),
+    "nl_connect6": ProgramSpec("cgroup/connect6", AttachType.CGROUP_INET6_CONNECT),
+    "nl_sendmsg4": ProgramSpec("cgroup/sendmsg4", AttachType.CGROUP_UDP4_SENDMSG),
+    "nl_sendmsg6": ProgramSpec("cgroup/sendmsg6", AttachType.CGROUP_UDP6_SENDMSG),
+    "nl_sock_create": ProgramSpec("cgroup/sock_create", AttachType.CGROUP_INET_SOCK_CREATE),
+}
