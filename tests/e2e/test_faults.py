@@ -99,3 +99,112 @@ def test_reenrolled_cgroup_continues_its_sequence_across_a_crash(
         finally:
             second.stop()
     assert [r["seq"] for r in decisions(lines, cg.id)] == list(range(100))
+
+
+# 3 ------------------------------------------------------------------------------
+
+
+def test_failed_rotation_keeps_writing_and_recovers(agent_factory, scope, spawn, tmp_path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    agent = agent_factory(**jsonl_on(logs, max_bytes="16KiB", keep=200)).start()
+    with sandbox.cgroup(scope, "a") as cg:
+        enroll(agent, cg)
+        w = spawn(cg)
+        deny(w, 200)
+        until_complete(agent, cg.id, range(200))
+        with read_only(logs):
+            deny(w, 300)  # every rotation now fails with EROFS
+            until_complete(agent, cg.id, range(500))
+        deny(w, 300)
+        lines = until_complete(agent, cg.id, range(800))
+        assert agent.status()["sinks"][0]["healthy"] is True
+        assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+    assert "Traceback" not in agent.stderr
+    rotated = [history(p) for p in logs.glob("egress.jsonl.*")]
+    # Everything written while read-only went on in one file, rotated once writable again.
+    assert any(set(range(200, 500)) <= {x["seq"] for x in file} for file in rotated)
+    assert gap_counts(lines) == {}
+    assert_complete(history(agent.jsonl), cg.id, range(800))
+
+
+# 5 ------------------------------------------------------------------------------
+
+
+def test_full_disk_counts_exactly_the_lines_that_did_not_fit(
+    agent_factory, scope, spawn, tmp_path: Path
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        agent = agent_factory(**jsonl_on(disk)).start()
+        with sandbox.cgroup(scope, "a") as cg:
+            enroll(agent, cg)
+            w = spawn(cg)
+            deny(w, 10)
+            until_complete(agent, cg.id, range(10))
+            filler = fill(disk)
+            free(filler, 8192)  # room for a few lines of the next batch, not for all
+            agent.pause()
+            deny(w, 200)
+            agent.proc.send_signal(signal.SIGCONT)  # one batch of 200 meets a full disk
+            until(lambda: agent.status()["sinks"][0]["errors"] > 0)
+            partly = len(decisions(history(agent.jsonl), cg.id))
+            assert 10 < partly < 210
+            free(filler)
+            deny(w, 100)
+            lines = until_complete(agent, cg.id, range(310))
+            assert_reported_as_gaps(agent, lines)
+            assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+
+
+# 6 ------------------------------------------------------------------------------
+
+
+def test_torn_last_line_is_cut_before_a_restart_appends(agent_factory, scope, spawn) -> None:
+    """The torn line is made by hand (a fake, named as such): the sink itself cuts what a
+    failed write leaves, so only a crash inside that one write could leave one."""
+    first = agent_factory().start()
+    with sandbox.cgroup(scope, "a") as cg:
+        enroll(first, cg)
+        w = spawn(cg)
+        deny(w, 10)
+        until_complete(first, cg.id, range(10))
+        first.pause()
+        deny(w, 10)
+        first.kill()
+        last = first.jsonl.read_bytes().splitlines(keepends=True)[-1]
+        with first.jsonl.open("ab") as f:
+            f.write(last[: len(last) // 2])  # a write cut short by the kill
+        second = first.restarted().start()
+        try:
+            until_complete(second, cg.id, range(20))
+        finally:
+            second.stop()
+
+
+# 8 ------------------------------------------------------------------------------
+
+
+def test_deleted_or_moved_file_is_reopened_at_its_path(agent, scope, spawn) -> None:
+    with sandbox.cgroup(scope, "a") as cg:
+        enroll(agent, cg)
+        w = spawn(cg)
+        deny(w, 20)
+        until_complete(agent, cg.id, range(20))
+        agent.jsonl.unlink()
+        deny(w, 30)
+        until_complete(agent, cg.id, range(20, 50))
+        agent.jsonl.rename(agent.jsonl.with_name("moved.jsonl"))
+        deny(w, 30)
+        until_complete(agent, cg.id, range(50, 80))
+        assert agent.status()["sinks"][0]["healthy"] is True
+        tail = subprocess.Popen(
+            [*TAIL, "--since", "5m", "--control-socket", str(agent.socket)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        assert tail.stdout is not None
+        since = [json.loads(tail.stdout.readline())["seq"] for _ in range(30)]
+        tail.terminate()
+        tail.communicate()
+    assert since == list(range(50, 80))
