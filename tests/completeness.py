@@ -18,11 +18,12 @@ from typing import Any
 GAP = "ebpf.egress.gap"
 
 
-def history(path: Path) -> list[dict[str, Any]]:
+def history(path: Path, settled: bool = True) -> list[dict[str, Any]]:
     """Every line of the JSONL file and its rotated predecessors, oldest first.
 
     Strict: a line that is not one whole JSON object (a torn line, or two merged
-    into one) fails the test here, and so does a last line without its newline.
+    into one) fails the test here, and so does a last line without its newline,
+    unless the agent may be writing it right now (not `settled`).
     """
     rotated = sorted(
         (p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
@@ -31,6 +32,8 @@ def history(path: Path) -> list[dict[str, Any]]:
     out = []
     for file in [*rotated, *([path] if path.exists() else [])]:
         data = file.read_bytes()
+        if not settled and file == path:
+            data = data[: data.rfind(b"\n") + 1]
         assert not data or data.endswith(b"\n"), f"{file} ends in a torn line: {data[-80:]!r}"
         for n, line in enumerate(data.splitlines(), 1):
             try:

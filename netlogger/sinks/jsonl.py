@@ -163,6 +163,21 @@ class JsonlSink:
             self._close()
 
 
+def last_lines(path: Path, nbytes: int = _TAIL_BYTES) -> list[bytes]:
+    """The whole lines among the last `nbytes` of the file (none when it is missing)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - nbytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.splitlines(keepends=True)
+    if size > nbytes and lines:
+        lines = lines[1:]  # it began mid-line
+    return [line for line in lines if line.endswith(b"\n")]
+
+
 def history_files(path: Path) -> list[Path]:
     """The current file and its rotated predecessors, oldest first."""
     rotated = sorted(

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from netlogger import sandbox
-from netlogger.kernel import abi, libbpf
+from netlogger.kernel import abi, cgroup, libbpf
 from netlogger.kernel.maps import BpfMap
 from tests.completeness import assert_complete, gap_counts, history, problems
 from tests.e2e.conftest import REPO, AgentProcess, decisions, netlogger
 from tests.faults import fill, free, read_only, tmpfs
+from tests.fixtures import unique
 
 EPERM, EINPROGRESS = errno.EPERM, errno.EINPROGRESS
 TAIL = [sys.executable, "-m", "netlogger", "tail", "--json"]
@@ -40,7 +41,7 @@ def until_complete(agent: AgentProcess, cgroup_id: int, seqs: range, timeout: fl
     """The history, once it accounts for `seqs` exactly (or the test fails saying why not)."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = history(agent.jsonl)
+        lines = history(agent.jsonl, settled=False)
         found = problems(lines, cgroup_id, seqs)
         if not found:
             return lines
@@ -101,6 +102,32 @@ def test_reenrolled_cgroup_continues_its_sequence_across_a_crash(
     assert [r["seq"] for r in decisions(lines, cg.id)] == list(range(100))
 
 
+# 2 ------------------------------------------------------------------------------
+
+
+def test_gap_is_marked_reported_only_once_the_file_holds_it(
+    agent_factory, scope, spawn, tmp_path: Path
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        first = agent_factory(
+            limits={"ring_size": "16KiB", "allowed_per_sec": 0}, **jsonl_on(disk)
+        ).start()
+        with sandbox.cgroup(scope, "a") as cg:
+            enroll(first, cg)
+            filler = fill(disk)
+            deny(spawn(cg), 1000)  # the ring holds 128: most are lost to a full ring
+            until(lambda: first.status()["losses"]["ringbuf_full"] > 0)
+            time.sleep(0.5)  # the gap's write has failed by now
+            first.kill()
+            free(filler)
+            second = first.restarted().start()
+            try:
+                lines = until_complete(second, cg.id, range(1000))
+                assert gap_counts(lines)["ringbuf_full"] > 0
+            finally:
+                second.stop()
+
+
 # 3 ------------------------------------------------------------------------------
 
 
@@ -128,6 +155,26 @@ def test_failed_rotation_keeps_writing_and_recovers(agent_factory, scope, spawn,
     assert_complete(history(agent.jsonl), cg.id, range(800))
 
 
+# 4 ------------------------------------------------------------------------------
+
+
+def test_sink_failed_losses_reach_status_and_metrics(
+    agent_factory, scope, spawn, tmp_path: Path
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        agent = agent_factory(**jsonl_on(disk)).start()
+        with sandbox.cgroup(scope, "a") as cg:
+            enroll(agent, cg)
+            filler = fill(disk)
+            deny(spawn(cg), 100)
+            until(lambda: agent.status()["sinks"][0]["errors"] > 0)
+            free(filler)
+            lines = until_complete(agent, cg.id, range(100))
+            assert gap_counts(lines).get("sink_failed", 0) > 0
+            assert_reported_as_gaps(agent, lines)
+            assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+
+
 # 5 ------------------------------------------------------------------------------
 
 
@@ -147,13 +194,14 @@ def test_full_disk_counts_exactly_the_lines_that_did_not_fit(
             deny(w, 200)
             agent.proc.send_signal(signal.SIGCONT)  # one batch of 200 meets a full disk
             until(lambda: agent.status()["sinks"][0]["errors"] > 0)
-            partly = len(decisions(history(agent.jsonl), cg.id))
+            partly = len(decisions(history(agent.jsonl, settled=False), cg.id))
             assert 10 < partly < 210
             free(filler)
             deny(w, 100)
             lines = until_complete(agent, cg.id, range(310))
             assert_reported_as_gaps(agent, lines)
             assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+            assert_complete(history(agent.jsonl), cg.id, range(310))
 
 
 # 6 ------------------------------------------------------------------------------
@@ -179,6 +227,30 @@ def test_torn_last_line_is_cut_before_a_restart_appends(agent_factory, scope, sp
             until_complete(second, cg.id, range(20))
         finally:
             second.stop()
+    assert_complete(history(second.jsonl), cg.id, range(20))
+
+
+# 7 ------------------------------------------------------------------------------
+
+
+def test_changed_ring_size_delivers_what_the_old_ring_held(agent_factory, scope, spawn) -> None:
+    first = agent_factory(limits={"ring_size": "16KiB"}).start()
+    with sandbox.cgroup(scope, "a") as cg:
+        enroll(first, cg)
+        w = spawn(cg)
+        deny(w, 10)
+        until_complete(first, cg.id, range(10))
+        first.pause()
+        deny(w, 100)  # unread in the old ring (it holds 128)
+        first.kill()
+        second = first.restarted(limits={"ring_size": "32KiB"}).start()
+        try:
+            assert second.status()["ring"]["size"] == 32 << 10
+            deny(w, 10)
+            lines = until_complete(second, cg.id, range(120))
+        finally:
+            second.stop()
+    assert gap_counts(lines) == {}
 
 
 # 8 ------------------------------------------------------------------------------
@@ -208,3 +280,78 @@ def test_deleted_or_moved_file_is_reopened_at_its_path(agent, scope, spawn) -> N
         tail.terminate()
         tail.communicate()
     assert since == list(range(50, 80))
+
+
+# 9 ------------------------------------------------------------------------------
+
+
+def test_a_refused_start_leaves_no_trace(
+    agent_factory, scope, spawn, pin_root: Path, tmp_path: Path
+) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    with busy, sandbox.cgroup(scope, "a") as cg:
+        w = spawn(cg)
+        static = {"enroll": [{"cgroup": str(cg.path)}]}
+        refused = agent_factory(metrics=f"127.0.0.1:{port}", **static)
+        out = netlogger("run", "--config", str(refused.config_file))
+        assert (out.returncode, out.stderr.strip().splitlines()[-1]) == (
+            2,
+            f"error: UsageError: cannot serve metrics on 127.0.0.1:{port}: Address already in use",
+        )
+        assert not refused.socket.exists()
+        assert not any(pin_root.glob("*/*")), list(pin_root.glob("*/*"))
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EINPROGRESS
+
+        # Refused only once the programs are attached: a static cgroup outside the scope.
+        with sandbox.cgroup(cgroup.root(), unique("nltest")) as outside:
+            late = agent_factory(enroll=[{"cgroup": str(cg.path)}, {"cgroup": str(outside.path)}])
+            out = netlogger("run", "--config", str(late.config_file))
+        assert out.returncode == 2, out.stderr
+        assert "is outside the agent's scope" in out.stderr.strip().splitlines()[-1]
+        assert not late.socket.exists()
+        assert not any(pin_root.glob("*/*")), list(pin_root.glob("*/*"))
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EINPROGRESS
+
+        # A refused start that found pinned enforcement leaves it enforcing, as it was.
+        running = agent_factory(**static).start()
+        running.kill()
+        pins = sorted(pin_root.glob("*/*"))
+        out = netlogger("run", "--config", str(refused.config_file))
+        assert out.returncode == 2, out.stderr
+        assert sorted(pin_root.glob("*/*")) == pins
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
+        assert not refused.socket.exists()
+
+
+# 10 -----------------------------------------------------------------------------
+
+
+def test_no_state_losses_and_unknown_enums_are_reported(agent, scope, spawn, pin_root) -> None:
+    with sandbox.cgroup(scope, "a") as cg:
+        enroll(agent, cg)
+        w = spawn(cg)
+        deny(w, 5)
+        until_complete(agent, cg.id, range(5))
+        # Make the kernel find no state for the cgroup, and no room to make one.
+        path = bytes(pin_root / "maps" / "nl_cgroup_state")
+        fd = libbpf.bpf_obj_get(path)
+        states = BpfMap("nl_cgroup_state", fd, ctypes.c_uint64, abi.CgroupState)
+        states.delete(cg.id)
+        dummy = 1 << 62
+        try:
+            while True:
+                states.update(dummy, abi.CgroupState())
+                dummy += 1
+        except Exception as exc:  # the map is full
+            assert getattr(exc, "errno", None) == errno.E2BIG, exc
+        deny(w, 30)
+        until(lambda: agent.status()["losses"]["no_state"] == 30)
+        until(lambda: gap_counts(history(agent.jsonl, settled=False)).get("no_state") == 30)
+        lines = history(agent.jsonl)
+        assert_reported_as_gaps(agent, lines)
+        status = agent.status()
+        assert status["records"]["unknown_enum"] == {}
+        assert status["ring"]["no_state"] == 30
