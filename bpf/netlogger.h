@@ -219,12 +219,18 @@ struct nl_labels {
 
 /*
  * nl_reported: cgroup id -> the losses the agent has already reported in gap
- * records, so a restarted agent reports only what is new. Only the agent uses it.
+ * records that every durable sink has written, so a restarted agent reports
+ * only what is new. Only the agent uses it. Each kind keeps the sequence its
+ * last gap ended at: the next gap of that kind starts there, so a loss whose
+ * counter moved after its sequence number was read still falls in a range.
+ * Key 0 (no cgroup has that id) holds the losses not tied to a cgroup.
  */
 struct nl_reported {
 	__u64 throttled;
 	__u64 ringbuf_lost;
-	__u64 seq; /* nl_cgroup_state.seq when the agent last reported */
+	__u64 throttled_seq;	/* nl_cgroup_state.seq at the last throttled gap */
+	__u64 ringbuf_lost_seq; /* nl_cgroup_state.seq at the last ringbuf_full gap */
+	__u64 no_state;		/* key 0 only: nl_cpu_loss.no_state, summed over CPUs */
 };
 
 /*

@@ -1,11 +1,14 @@
 """`netlogger run`: the host agent.
 
 Start-up checks everything it can before it touches the kernel (privileges,
-cgroups, sinks, the control socket), then: load or take over the pinned
-plane -> apply policies and static enrollments -> start the pipeline
-(pump -> fan-out -> sinks), the control socket, metrics and the container
-watcher. SIGTERM or SIGINT: stop reading, flush every sink, release what was
-written, exit 0. Enforcement stays pinned the whole time.
+cgroups, sinks, the control socket, the metrics address), then: load or take
+over the pinned plane -> apply policies and static enrollments -> deliver what
+a replaced ring still held -> start the pipeline (pump -> fan-out -> sinks),
+the control socket and the container watcher. A start that fails anyway
+undoes it all: it detaches and unpins what it made (pinned enforcement it took
+over stays), and removes its socket. SIGTERM or SIGINT: stop reading, flush
+every sink, release what was written, exit 0, whatever the sinks went
+through. Enforcement stays pinned the whole time.
 
 This module is the lifecycle and the wiring; each part lives in its own:
 control/ (requests), tail.py (streams), status.py (reports),
@@ -34,16 +37,18 @@ from netlogger.container_watch import ContainerWatch
 from netlogger.containers import Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import abi, cgroup, libbpf, loader
+from netlogger.kernel import abi, cgroup, libbpf, loader, pins
 from netlogger.kernel.ringbuf import RingReader, span
-from netlogger.metrics import MetricsServer
+from netlogger.metrics import MetricsServer, Snapshot
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import AttributionEnricher, attribution_of
 from netlogger.pipeline.fanout import Fanout
-from netlogger.pipeline.losses import KernelLosses
+from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.pump import Pump
+from netlogger.pipeline.record import Gap
 from netlogger.sinks import factory
-from netlogger.sinks.base import Sink
+from netlogger.sinks.base import Sink, status_of
+from netlogger.sinks.jsonl import last_lines, parse_item
 from netlogger.status import AgentInfo, Reporter
 from netlogger.units import parse_size
 
@@ -51,6 +56,7 @@ log = logging.getLogger("netlogger.agent")
 
 QUEUE_RECORDS = 200_000  # per sink
 HOUSEKEEPING_SECONDS = 5.0
+OLD_RING_SECONDS = 30.0  # to write what a replaced ring held; else the next start tries
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,18 @@ class Agent:
 
     def start(self) -> None:
         """Everything up, or nothing: a failure undoes what this call started."""
+        try:
+            self._start()
+        except BaseException:
+            plane = getattr(self, "plane", None)
+            if plane is not None:
+                _unpin_made(plane)
+            with contextlib.suppress(Exception):
+                self._stack.close()
+            raise
+        self.reporter.ready = True
+
+    def _start(self) -> None:
         opts, stack = self.options, self._stack
         privileges.require()
         scope = cgroup.resolve(opts.scope) if opts.scope else cgroup.root()
@@ -99,8 +117,11 @@ class Agent:
         sinks = []
         for spec in opts.sinks:
             sink = factory.build(spec, self.host_name, opts.state_dir)
-            stack.callback(sink.shutdown)
+            stack.callback(_quietly, sink.shutdown, f"shut down sink {sink.name}")
             sinks.append(sink)
+        self.metrics = MetricsServer(opts.metrics, self._snapshot) if opts.metrics else None
+        if self.metrics:
+            stack.callback(self.metrics.close)
         if self.config.containers:
             self.engine = Engine(self.config.containers.engine)
             stack.callback(self.engine.close)
@@ -114,6 +135,7 @@ class Agent:
 
         self.pump = self._pipeline(sinks)
         self.fanout = self.pump.fanout
+        self._deliver_old_ring()
         self._enable_program_stats()
         info = AgentInfo(
             self.host_name,
@@ -135,9 +157,6 @@ class Agent:
         )
         self.control = control.ControlServer(opts.control_socket, self.commands)
         stack.callback(self.control.close)
-        self.metrics = MetricsServer(opts.metrics, self.reporter.snapshot) if opts.metrics else None
-        if self.metrics:
-            stack.callback(self.metrics.close)
         self._spawn("pump", lambda: self.pump.run(self.stop_event))
         if self.engine and self.config.containers:
             watch = ContainerWatch(
@@ -158,11 +177,18 @@ class Agent:
             self.host_name,
         )
         labels = self.plane.labels.lookup
-        fanout = Fanout(sinks, QUEUE_RECORDS, decoder.now)
-        self._stack.callback(fanout.close)
-        losses = KernelLosses(
+        losses = LossLedger(
             self.plane, decoder.now, self.host_name, lambda cg: attribution_of(labels(cg))
         )
+        losses.add_source(
+            "spool_evicted",
+            lambda: sum(int(status_of(s).get("evicted_records", 0)) for s in sinks),
+        )
+        for history in (s.history for s in sinks if s.history):
+            recent = map(parse_item, last_lines(history.path))
+            losses.recover(i for i in recent if isinstance(i, Gap))
+        fanout = Fanout(sinks, QUEUE_RECORDS, decoder.now, losses.count)
+        self._stack.callback(fanout.close)
         reader = self.plane.reader()
         self._stack.callback(reader.close)
         enrichers = [AttributionEnricher(labels)]
@@ -171,11 +197,34 @@ class Agent:
         )
 
     def _already_written(self, sinks: Sequence[Sink], reader: RingReader) -> set[tuple[str, int]]:
-        """After a crash: (cgroup, seq) of unreleased ring records a history already holds."""
-        if not reader.pending_bytes():
+        """After a crash: (cgroup, seq) of unreleased ring records a history already holds.
+
+        A ring a resize replaced holds such records too, before the current one's.
+        """
+        old = self.plane.old_ring()
+        ring_bytes = self.plane.ring_bytes + (old.size if old else 0)
+        if old:
+            old.close()
+        elif not reader.pending_bytes():
             return set()
-        capacity = self.plane.ring_bytes // span(ctypes.sizeof(abi.Event))
+        capacity = ring_bytes // span(ctypes.sizeof(abi.Event))
         return set().union(*(s.history.recent_keys(capacity) for s in sinks if s.history))
+
+    def _deliver_old_ring(self) -> None:
+        old = self.plane.old_ring()
+        if old is None:
+            return
+        with old:
+            written = self.pump.deliver_old_ring(old, OLD_RING_SECONDS)
+        if written:
+            self.plane.drop_old_ring()
+        else:
+            log.warning("records of the replaced ring are not written yet; the next start retries")
+
+    def _snapshot(self) -> Snapshot:
+        if not getattr(self, "reporter", None) or not self.reporter.ready:
+            raise RuntimeError("the agent is still starting")
+        return self.reporter.snapshot()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -213,18 +262,41 @@ class Agent:
         self.fanout.close()
         self.pump.release_all()
         for sink in self.fanout.sinks():
-            with contextlib.suppress(Exception):
-                sink.force_flush()
+            _quietly(sink.force_flush, f"flush sink {sink.name}")
         self._stack.close()  # sinks shut down, ring reader and plane closed; pins stay
         return self.pump.read
 
     def _housekeeping(self) -> None:
-        """Forget enrollments whose cgroup is gone: its id will never decide again."""
-        for entry in self.enforcer.enrolled():
-            if entry.path and not Path(entry.path).exists():
-                self.commands.unenroll(entry.cgroup_id)
-                log.info("unenrolled %s: its cgroup is gone", entry.path)
+        """Forget cgroups that are gone, enrolled or retired: their ids never decide again."""
+        for cgroup_id in self.enforcer.gone():
+            self.commands.forget(cgroup_id)
+            log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
 
     def _rule_name(self, rule_id: int) -> str | None:
         info = self.policies.rules.get(rule_id)
         return info.name if info else None
+
+
+def _quietly(action: Callable[[], None], what: str) -> None:
+    """Shutdown goes on past a sink's failure: it is logged, and the exit stays 0."""
+    try:
+        action()
+    except Exception as exc:
+        log.warning("cannot %s: %s", what, exc)
+
+
+def _unpin_made(plane: loader.Plane) -> None:
+    """Undo the pins of a start that failed: links it attached and maps it created.
+
+    A start that took over pinned links leaves every pin as it found it.
+    """
+    if plane.report.swapped:
+        return
+    root = plane.pin_root
+    for name in plane.report.attached:
+        pins.link_path(root, name).unlink(missing_ok=True)
+    for name in plane.report.created:
+        pins.map_path(root, name).unlink(missing_ok=True)
+    for directory in (root / "links", root / "maps", root):
+        with contextlib.suppress(OSError):  # not empty: pins this start did not make
+            directory.rmdir()

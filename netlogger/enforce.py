@@ -2,11 +2,18 @@
 
 Every change is validated before the first map write, and a write that fails
 halfway restores what was there, so a rejected command changes no map.
+
+A cgroup's sequence never repeats: unenrolling retires its state (sequence,
+counters, what was reported, labels) instead of deleting it, and enrolling it
+again continues from there. So records of a new enrollment can never pass for
+records of an old one, in the file or in recovery after a crash. Retired state
+is forgotten once its cgroup is gone, whose id the kernel never hands out again.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,14 +180,31 @@ class Enforcer:
         return self.get(cg)
 
     def unenroll(self, cgroup_id: int) -> Enrolled:
+        """Stop governing the cgroup; its state is retired, so its sequence goes on."""
         before = self.get(cgroup_id)
-        p = self.plane
-        p.enrollments.delete(cgroup_id)
-        p.labels.delete(cgroup_id)
+        self.plane.enrollments.delete(cgroup_id)
         self._update_levels()
-        p.cgroup_state.delete(cgroup_id)
-        p.reported.delete(cgroup_id)
         return before
+
+    def forget(self, cgroup_id: int) -> None:
+        """Drop every entry of a cgroup that is gone (enrolled or retired)."""
+        p = self.plane
+        if p.enrollments.delete(cgroup_id):
+            self._update_levels()
+        for bpf_map in (p.labels, p.cgroup_state, p.reported):
+            bpf_map.delete(cgroup_id)
+
+    def gone(self) -> list[int]:
+        """Ids of enrolled or retired cgroups whose cgroup no longer exists."""
+        out = []
+        for cg, labels in self.plane.labels.items():
+            try:
+                alive = os.stat(labels.path.decode()).st_ino == cg
+            except OSError:
+                alive = False
+            if not alive:
+                out.append(cg)
+        return out
 
     def bypass(self, cgroup_id: int, seconds: float) -> Enrolled:
         """Let everything through for `seconds`; the kernel closes the window itself."""
@@ -202,8 +226,10 @@ class Enforcer:
 
     def _update_levels(self) -> None:
         mask = 0
-        for _, labels in self.plane.labels.items():
-            mask |= 1 << labels.level
+        for cg, _ in self.plane.enrollments.items():
+            labels = self.plane.labels.lookup(cg)
+            if labels is not None:
+                mask |= 1 << labels.level
         self.plane.levels.update(0, abi.Levels(mask))
 
     # -- reading ----------------------------------------------------------

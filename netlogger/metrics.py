@@ -22,6 +22,7 @@ SINK_STATES = ("up", "degraded", "spooling", "down")
 @dataclass
 class Snapshot:
     records: dict[tuple[str, str], int]  # (event, action) -> records read
+    unknown_enums: dict[str, int]  # record field -> records with a value this agent cannot name
     losses: dict[str, int]  # gap kind -> records lost
     lanes: list[LaneStats]
     sink_states: dict[str, str]
@@ -44,6 +45,14 @@ class _Collector:
         for (event, action), count in sorted(s.records.items()):
             records.add_metric([event, action], count)
         yield records
+        unknown = CounterMetricFamily(
+            "netlogger_records_unknown_enum",
+            "Records whose field held a value this agent has no name for (decoded as unknown(N))",
+            labels=["field"],
+        )
+        for name, count in sorted(s.unknown_enums.items()):
+            unknown.add_metric([name], count)
+        yield unknown
         losses = CounterMetricFamily(
             "netlogger_lost_records",
             "Records lost, by where they were lost (each also reported as a gap record)",

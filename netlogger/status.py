@@ -65,16 +65,14 @@ class Reporter:
         self.enforcer = enforcer
         self.pump = pump
         self.fanout = fanout
+        self.ready = False  # the metrics server answers before start-up is through
 
     def _sink_states(self) -> dict[str, dict[str, Any]]:
         return {s.name: status_of(s) for s in self.fanout.sinks()}
 
-    def _losses(self, states: dict[str, dict[str, Any]]) -> dict[str, int]:
-        out = dict.fromkeys(GAP_KINDS, 0) | self.pump.losses.totals
-        out["queue_full"] = sum(lane.dropped for lane in self.fanout.stats())
-        out["undecodable"] = sum(self.pump.decoder.skipped.values())
-        out["spool_evicted"] = sum(int(s.get("evicted_records", 0)) for s in states.values())
-        return out
+    def _losses(self) -> dict[str, int]:
+        """The loss ledger's totals: what the gap records report, kind by kind."""
+        return dict.fromkeys(GAP_KINDS, 0) | self.pump.losses.totals()
 
     def status(self) -> dict[str, Any]:
         info = self.info
@@ -96,12 +94,17 @@ class Reporter:
                 "metrics": info.metrics,
             },
             "enrolled": enrolled,
-            "records": {"read": self.pump.read, "by_action": _by_action(self.pump.counts)},
-            "losses": self._losses(states),
+            "records": {
+                "read": self.pump.read,
+                "by_action": _by_action(self.pump.counts),
+                "unknown_enum": self.pump.unknown_enums(),
+            },
+            "losses": self._losses(),
             "ring": {
                 "size": self.plane.ring_bytes,
                 "pending_bytes": self.pump.reader.pending_bytes(),
                 "cpu_ringbuf_lost": self.pump.losses.per_cpu_ring_losses(),
+                "no_state": self.pump.losses.kernel_no_state(),
             },
             "sinks": [
                 {**asdict(lane), **states.get(lane.name, {})} for lane in self.fanout.stats()
@@ -118,7 +121,8 @@ class Reporter:
         states = self._sink_states()
         return Snapshot(
             records=dict(self.pump.counts),
-            losses=self._losses(states),
+            unknown_enums=self.pump.unknown_enums(),
+            losses=self._losses(),
             lanes=self.fanout.stats(),
             sink_states={n: str(s["state"]) for n, s in states.items() if s.get("state")},
             programs=programs,

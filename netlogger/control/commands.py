@@ -2,8 +2,9 @@
 
 Every enforcement change goes through one lock, so a change and the loss
 report or cache it invalidates happen together: before a cgroup is unenrolled
-its kernel losses are reported (its counters go with it), and every enricher
-forgets what it cached about it.
+its kernel losses are reported, and every enricher forgets what it cached
+about it. Unenrolling retires the cgroup's counters (its sequence goes on if
+it is enrolled again); they go only with the cgroup itself (`forget`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ class Commands:
             entry = self.enforcer.unenroll(cgroup_id)
             self.pump.forget(cgroup_id)
             return entry
+
+    def forget(self, cgroup_id: int) -> None:
+        """The cgroup is gone: report its last losses, then drop all that is kept of it."""
+        with self._ops:
+            self.pump.report_losses(only=cgroup_id)
+            self.enforcer.forget(cgroup_id)
+            self.pump.forget(cgroup_id)
+            self.pump.losses.forget(cgroup_id)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -199,7 +199,13 @@ class Labels(ctypes.Structure):
 
 
 class Reported(ctypes.Structure):
-    _fields_ = [("throttled", u64), ("ringbuf_lost", u64), ("seq", u64)]
+    _fields_ = [
+        ("throttled", u64),
+        ("ringbuf_lost", u64),
+        ("throttled_seq", u64),
+        ("ringbuf_lost_seq", u64),
+        ("no_state", u64),
+    ]
 
 
 class Meta(ctypes.Structure):

@@ -1,6 +1,9 @@
 """The pin root: where pinned maps and links live, who holds it, how it goes away.
 
 Layout:  <pin_root>/maps/<map name>   <pin_root>/links/<program name>
+
+A ring of another size cannot be reused; the replaced one stays pinned as
+maps/nl_events_old until the agent has delivered what it still holds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 from netlogger.errors import StateError
 from netlogger.kernel import libbpf, mounts
 from netlogger.kernel.spec import MAPS
+
+OLD_RING = "nl_events_old"  # bpffs refuses dots in names
 
 
 def map_path(pin_root: Path, name: str) -> Path:
@@ -67,7 +72,11 @@ def pin_maps(pin_root: Path, fds: dict[str, int], replace: list[str], undo: Exit
     for name, fd in fds.items():
         path = map_path(pin_root, name)
         if name in replace:
-            path.unlink()  # the old map lives on only while old programs still use it
+            old_ring = map_path(pin_root, OLD_RING)
+            if name == "nl_events" and not old_ring.exists():
+                path.rename(old_ring)  # unread records: the agent delivers them first
+            else:
+                path.unlink()  # the old map lives on only while old programs still use it
         elif path.exists():
             continue
         libbpf.call(libbpf.bpf_obj_pin, libbpf.Op.PIN, f"pin map {name} at {path}", fd, bytes(path))

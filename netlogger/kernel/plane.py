@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlogger.kernel import abi, libbpf
+from netlogger.kernel import abi, libbpf, pins
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap, PerCpuArray
-from netlogger.kernel.objinfo import prog_info
+from netlogger.kernel.objinfo import map_info, prog_info
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.kernel.spec import MAPS, PROGRAMS
 
@@ -82,6 +82,20 @@ class Plane:
     def reader(self) -> RingReader:
         """A batch reader of this plane's ring, tuned for its fixed-size records."""
         return RingReader(self.ring_fd, self.ring_bytes, ctypes.sizeof(abi.Event))
+
+    def old_ring(self) -> RingReader | None:
+        """A reader of the ring a resize replaced, while it is still pinned."""
+        path = pins.map_path(self.pin_root, pins.OLD_RING)
+        if not path.exists():
+            return None
+        fd = libbpf.call(libbpf.bpf_obj_get, libbpf.Op.OPEN, f"open pinned map {path}", bytes(path))
+        try:
+            return RingReader(fd, map_info(fd).max_entries, ctypes.sizeof(abi.Event))
+        finally:
+            os.close(fd)  # the reader's mappings keep the ring
+
+    def drop_old_ring(self) -> None:
+        pins.map_path(self.pin_root, pins.OLD_RING).unlink(missing_ok=True)
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """(run count, run time ns) per program; counts only while kernel stats are on."""

@@ -8,7 +8,11 @@ before its next batch, so loss reports cannot themselves be lost.
 
 Ring positions ride along with batches. A lane whose sink is `durable` (see
 sinks/base.py) reports how far it has written; the reader releases ring space
-only up to there, so a crash leaves unwritten records in the ring.
+only up to there, so a crash leaves unwritten records in the ring. While a
+durable lane holds gaps it could not write yet, it reports no further: records
+a failed write lost are released only once the gap that counts them is in the
+file, and a crash before that delivers them again instead. A gap whose write
+fails is kept and tried again, never dropped.
 """
 
 from __future__ import annotations
@@ -23,11 +27,28 @@ from dataclasses import dataclass, field
 import msgspec
 
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, RingItem
-from netlogger.sinks.base import Sink
+from netlogger.sinks.base import PartialExport, Sink
 
 log = logging.getLogger("netlogger.fanout")
 
 Clock = Callable[[], str]  # RFC 3339 "now", for gap records made here
+RETRY_SECONDS = 0.5  # between tries of gap records a sink failed to take
+
+
+class _Commit:
+    """Runs `done` once every durable lane has written the gaps it came with."""
+
+    def __init__(self, lanes: int, done: Callable[[], None]) -> None:
+        self._left = lanes
+        self._done = done
+        self._lock = threading.Lock()
+
+    def written(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._done()
 
 
 @dataclass
@@ -111,13 +132,17 @@ class _Lane:
     cond: threading.Condition = field(default_factory=threading.Condition)
     queue: collections.deque[_Batch] = field(default_factory=collections.deque)
     gaps: _Gaps = field(default_factory=_Gaps)
+    commits: list[_Commit] = field(default_factory=list)  # run once `gaps` are written
+    retry_at: float = 0.0  # monotonic time before which failed gaps wait
     depth: int = 0
-    done_position: int | None = None
+    read_position: int | None = None  # after the last batch this lane handled
+    done_position: int | None = None  # what the ring may release: handled, and no gap owed
     exported: int = 0
     dropped: int = 0
     errors: int = 0
     last_error: str = ""
     closing: bool = False
+    busy: bool = False  # the worker holds items outside the queue
     thread: threading.Thread | None = None
 
     def stats(self) -> LaneStats:
@@ -185,8 +210,15 @@ class Subscription:
 
 
 class Fanout:
-    def __init__(self, sinks: Sequence[Sink], capacity: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        capacity: int,
+        clock: Clock,
+        on_loss: Callable[[Sequence[Gap]], None] = lambda gaps: None,
+    ) -> None:
         self._clock = clock
+        self._on_loss = on_loss  # the loss ledger counts what the lanes lose
         self._lanes = [_Lane(sink, capacity) for sink in sinks]
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
@@ -213,20 +245,34 @@ class Fanout:
                 lane.depth += len(items_for_lane)
                 lane.cond.notify()
         if losses:
-            self.publish_gaps(losses)
+            self._lost(losses)
         with self._subs_lock:
             subs = list(self._subs)
         for sub in subs:
             sub.offer(items)
 
-    def publish_gaps(self, gaps: Sequence[Gap]) -> None:
-        """Gap records reach every sink and subscriber; they are never dropped."""
-        if not gaps:
-            return
+    def _lost(self, gaps: Sequence[Gap]) -> None:
+        self._on_loss(gaps)
+        self.publish_gaps(gaps)
+
+    def publish_gaps(self, gaps: Sequence[Gap], commit: Callable[[], None] | None = None) -> None:
+        """Gap records reach every sink and subscriber; they are never dropped.
+
+        `commit` runs once every durable sink has written them (at once without one).
+        """
+        durable = [lane for lane in self._lanes if lane.sink.durable]
+        if not gaps or not durable:
+            if commit is not None:
+                commit()
+            if not gaps:
+                return
+        done = _Commit(len(durable), commit) if commit is not None and durable else None
         for lane in self._lanes:
             with lane.cond:
                 for gap in gaps:
                     lane.gaps.add(_copy(gap))
+                if done is not None and lane.sink.durable:
+                    lane.commits.append(done)
                 lane.cond.notify()
         with self._subs_lock:
             subs = list(self._subs)
@@ -270,39 +316,82 @@ class Fanout:
 
     # -- workers ----------------------------------------------------------
 
-    def _export(self, lane: _Lane, items: Sequence[Item]) -> bool:
+    def settled(self, timeout: float) -> bool:
+        """Wait until every durable lane has handled all it was given and owes no gap."""
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            if not lane.sink.durable:
+                continue
+            with lane.cond:
+                while lane.queue or lane.gaps or lane.busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    lane.cond.wait(min(left, 0.05))
+        return True
+
+    def _export(self, lane: _Lane, items: Sequence[Item]) -> int:
+        """Hand `items` to the lane's sink; returns how many of the first ones it took."""
         try:
             lane.sink.export(items)
         except Exception as exc:  # the caller owns sink failures: count, report, go on
+            taken = exc.taken if isinstance(exc, PartialExport) else 0
             lane.errors += 1
+            lane.exported += taken
             lane.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("sink %s failed: %s", lane.sink.name, lane.last_error)
-            return False
+            return taken
         lane.last_error = ""
         lane.exported += len(items)
-        return True
+        return len(items)
+
+    def _export_gaps(self, lane: _Lane, gaps: list[Gap], commits: list[_Commit]) -> None:
+        taken = self._export(lane, gaps)
+        if taken == len(gaps):
+            for commit in commits:
+                commit.written()
+            return
+        with lane.cond:  # kept, and tried again before anything newer
+            for gap in gaps[taken:]:
+                lane.gaps.add(gap)
+            lane.commits[:0] = commits
+            lane.retry_at = time.monotonic() + RETRY_SECONDS
 
     def _work(self, lane: _Lane) -> None:
         while True:
             with lane.cond:
-                while not lane.queue and not lane.gaps and not lane.closing:
-                    lane.cond.wait()
-                if not lane.queue and not lane.gaps:
-                    return  # closing, and everything is out
-                gaps = lane.gaps.take()
+                lane.busy = False
+                lane.cond.notify_all()
+                while not lane.closing:
+                    due = lane.gaps and time.monotonic() >= lane.retry_at
+                    if lane.queue or due:
+                        break
+                    lane.cond.wait(RETRY_SECONDS if lane.gaps else None)
+                if lane.closing and not lane.queue and (not lane.gaps or lane.retry_at):
+                    return  # closing, and everything is out (or a fault keeps it out)
+                lane.busy = True
+                due = time.monotonic() >= lane.retry_at
+                gaps = lane.gaps.take() if due else []
+                commits, lane.commits = (lane.commits, []) if gaps else ([], lane.commits)
                 batch = lane.queue.popleft() if lane.queue else None
             if gaps:
-                self._export(lane, gaps)
-            if batch is None:
-                continue
-            if batch.items and not self._export(lane, batch.items):
-                self.publish_gaps(
-                    _loss_gaps(batch.items, "sink_failed", lane.sink.name, self._clock())
-                )
+                self._export_gaps(lane, gaps, commits)
+            if batch is not None:
+                self._handle(lane, batch)
             with lane.cond:
-                lane.depth -= len(batch.items)
-                if batch.position is not None:
-                    lane.done_position = batch.position
+                if not lane.gaps:
+                    lane.retry_at = 0.0
+                    lane.done_position = lane.read_position
+
+    def _handle(self, lane: _Lane, batch: _Batch) -> None:
+        items = batch.items
+        taken = self._export(lane, items) if items else 0
+        if taken < len(items):
+            self._lost(_loss_gaps(items[taken:], "sink_failed", lane.sink.name, self._clock()))
+        with lane.cond:
+            lane.depth -= len(items)
+            if batch.position is not None:
+                lane.read_position = batch.position
 
     def close(self, timeout: float = 30.0) -> None:
         """Export everything queued, then stop the workers (sinks are not shut down)."""

@@ -3,7 +3,8 @@
 Ring space is released only as far as the durable sink has written (see
 fanout.py). After a crash the next agent re-reads what the last one had read
 but not released; `already_written` names those records so they are not
-written twice.
+written twice. Losses go through the one ledger (losses.py); their gaps are
+marked reported only once the durable sinks have written them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from netlogger.kernel.ringbuf import Batch
+from netlogger.kernel.ringbuf import Batch, RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.pipeline.fanout import Fanout
-from netlogger.pipeline.record import EVENT_NAMES, Gap, RingItem
+from netlogger.pipeline.losses import Report
+from netlogger.pipeline.record import Gap, RingItem
 
 log = logging.getLogger("netlogger.pump")
 
@@ -42,13 +44,19 @@ class Ring(Protocol):
 
 
 class Losses(Protocol):
-    """Where kernel-side losses come from (pipeline.losses.KernelLosses)."""
+    """The loss ledger (pipeline.losses.LossLedger)."""
 
-    totals: dict[str, int]
+    def collect(self, only: int | None = None, undecodable: int = 0) -> Report: ...
 
-    def collect(self, only: int | None = None) -> list[Gap]: ...
+    def count(self, gaps: Sequence[Gap]) -> None: ...
+
+    def totals(self) -> dict[str, int]: ...
+
+    def forget(self, cgroup_id: int) -> None: ...
 
     def per_cpu_ring_losses(self) -> int: ...
+
+    def kernel_no_state(self) -> int: ...
 
 
 class Pump:
@@ -69,7 +77,6 @@ class Pump:
         self._skip = already_written or set()
         self.read = 0  # records taken from the ring and handed on
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._undecodable_reported = 0
         self.lock = threading.Lock()  # held while a batch is in flight; control ops take it
 
     def _fresh(self, records: list[RingItem]) -> list[RingItem]:
@@ -79,15 +86,19 @@ class Pump:
         self._skip.difference_update((r.cgroup_id, r.seq) for r in records)
         return fresh
 
+    def _take(self, batch: Batch) -> list[RingItem]:
+        records = self._fresh(self.decoder.decode_all(batch))
+        for enricher in self.enrichers:
+            enricher.enrich(records)
+        self.counts.update((r.event_name, r.action) for r in records)
+        self.read += len(records)
+        return records
+
     def step(self) -> int:
         """Move one batch from the ring to the sinks; returns how many records moved."""
         with self.lock:
             batch = self.reader.drain(release=False)
-            records = self._fresh(self.decoder.decode_all(batch))
-            for enricher in self.enrichers:
-                enricher.enrich(records)
-            self.counts.update((r.event_name, r.action) for r in records)
-            self.read += len(records)
+            records = self._take(batch)
             if records or len(batch):
                 self.fanout.publish(records, self.reader.position)
             released = self.fanout.released_position(self.reader.position)
@@ -95,26 +106,27 @@ class Pump:
                 self.reader.release(released)
             return len(records)
 
+    def deliver_old_ring(self, old: RingReader, timeout: float) -> bool:
+        """Hand on what a replaced ring (another `ring_size`) still holds; True once written."""
+        with self.lock:
+            self.fanout.publish(self._take(old.drain(release=False)))
+        return self.fanout.settled(timeout)
+
     def forget(self, cgroup_id: int) -> None:
         """The enrollment of `cgroup_id` changed: no enricher may answer from its cache."""
         for enricher in self.enrichers:
             enricher.forget(cgroup_id)
 
     def report_losses(self, only: int | None = None) -> None:
-        gaps = self.losses.collect(only)
-        skipped = sum(self.decoder.skipped.values())
-        if skipped > self._undecodable_reported:
-            gaps.append(
-                Gap(
-                    event_name=EVENT_NAMES["gap"],
-                    ts=self.decoder.now(),
-                    gap_kind="undecodable",
-                    gap_count=skipped - self._undecodable_reported,
-                    host_name=self.decoder.host_name,
-                )
-            )
-            self._undecodable_reported = skipped
-        self.fanout.publish_gaps(gaps)
+        """Gaps for new losses; control commands call this too, so it takes the lock."""
+        with self.lock:  # the decoder's counts change only under it
+            report = self.losses.collect(only, sum(self.decoder.skipped.values()))
+            self.fanout.publish_gaps(report.gaps, report.commit)
+
+    def unknown_enums(self) -> dict[str, int]:
+        """Records per field that held a value this agent cannot name."""
+        with self.lock:
+            return dict(self.decoder.unknown)
 
     def run(self, stop: threading.Event) -> None:
         next_check = time.monotonic() + LOSS_CHECK_SECONDS

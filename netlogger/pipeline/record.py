@@ -84,6 +84,7 @@ GAP_KINDS = {
     "sink_failed": "records a sink raised an error on and did not take",
     "spool_evicted": "records evicted from a sink's on-disk spool to respect its size cap",
     "undecodable": "ring records the agent could not decode",
+    "no_state": "decisions the kernel found no per-cgroup state for (its state map was full)",
 }
 
 # The record union is open: a new kind is a Struct here, added to RingItem when

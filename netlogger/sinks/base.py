@@ -1,7 +1,9 @@
 """The sink contract, after the OpenTelemetry SDK's exporters.
 
 The caller owns failures: it logs and counts an exception from a sink and
-goes on with the next batch and the other sinks.
+goes on with the next batch and the other sinks. A sink that took the first
+part of a batch before it failed says how much with `PartialExport`, so only
+the rest is counted lost.
 
 What the agent asks of every sink beyond the SDK's three calls:
 - `durable`: the agent releases ring space only once every durable sink has
@@ -28,6 +30,15 @@ class History(Protocol):
     path: Path
 
     def recent_keys(self, max_lines: int) -> set[tuple[str, int]]: ...
+
+
+class PartialExport(Exception):
+    """The sink took the first `taken` items of the batch, then failed with `cause`."""
+
+    def __init__(self, taken: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause} (after {taken} records)")
+        self.taken = taken
+        self.cause = cause
 
 
 class Reportable(Protocol):

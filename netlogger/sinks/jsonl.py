@@ -1,22 +1,49 @@
 """JSON lines on disk, rotated by size, kept to a count: the agent's local history.
 
-The rotation itself is the standard library's (RotatingFileHandler renames
-egress.jsonl -> .1 -> .2 ...); this sink only decides when, writing whole
-batches so a line is never split across files.
+The sink outlives what its file system does to it. Each batch is one write(2)
+of whole lines; when the file system stops it partway (ENOSPC), the torn line
+is cut off again and only the records whose lines did not reach the file are
+reported lost (`PartialExport`). The file is reopened at its path when it was
+deleted, moved or replaced, as logging.handlers.WatchedFileHandler does. A
+rotation that fails (a read-only moment) keeps writing to the current file
+and tries again with the next batch. A torn last line left by a crash is cut
+off before anything is appended. Rotation names files as RotatingFileHandler
+does: egress.jsonl -> .1 -> .2 ...
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
+import logging
 import os
 from collections.abc import Iterator, Sequence
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from netlogger.errors import UsageError
 from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
+from netlogger.sinks.base import PartialExport
+
+log = logging.getLogger("netlogger.jsonl")
+
+_TAIL_BYTES = 1 << 16  # far more than one line: where a torn last line is looked for
+
+
+def cut_torn_tail(fd: int) -> int:
+    """Cut what follows the last newline of the file at `fd`; returns the new size."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return 0
+    start = max(0, size - _TAIL_BYTES)
+    tail = os.pread(fd, size - start, start)
+    whole = start + tail.rfind(b"\n") + 1 if b"\n" in tail else start
+    if whole != size:
+        os.ftruncate(fd, whole)
+    return whole
 
 
 class JsonlSink:
@@ -26,26 +53,89 @@ class JsonlSink:
     def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
         self.path = path
         self.history = self  # its file is the agent's history (`tail --since`, crash recovery)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._files = RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8"
-        )
+        self.max_bytes = max_bytes
+        self.keep = keep
         self._encoder = msgspec.json.Encoder()
+        self._fd = -1
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._size = 0
+        self._torn = False  # a failed write may have left a partial line
         self.written = 0
+        try:  # refuses a start whose file cannot be opened
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except OSError as exc:
+            raise UsageError(f"cannot open the JSONL file {path}: {exc.strerror}") from None
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            size = cut_torn_tail(fd)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._close()
+        self._fd, self._file, self._size, self._torn = fd, (st.st_dev, st.st_ino), size, False
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd, self._file = -1, None
+
+    def _watch(self) -> None:
+        """Reopen at the path unless the file there is still the one this sink has open."""
+        try:
+            st = os.stat(self.path)
+            here: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            here = None
+        if self._fd < 0 or here != self._file:
+            if self._fd >= 0:
+                log.warning("jsonl: %s was deleted or replaced; reopening it", self.path)
+            self._open()
+        elif self._torn:
+            self._size, self._torn = cut_torn_tail(self._fd), False
+
+    def _rotate(self) -> None:
+        names = [
+            self.path,
+            *(self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.keep + 1)),
+        ]
+        try:
+            for older, newer in reversed(list(itertools.pairwise(names))):
+                if older.exists():
+                    os.replace(older, newer)
+        except OSError as exc:  # keep the current file; the next batch tries again
+            log.warning("jsonl: cannot rotate %s: %s; writing on to it", self.path, exc)
+            return
+        self._open()
 
     def export(self, batch: Sequence[Item]) -> None:
         if not batch:
             return
         data = self._encoder.encode_lines(batch)
-        # Bytes go to the binary layer under the handler's text stream: nothing is
-        # ever written through the text layer, and UTF-8 JSON needs no re-encoding.
-        stream = self._files.stream.buffer
-        if stream.tell() and stream.tell() + len(data) > self._files.maxBytes:
-            self._files.doRollover()
-            stream = self._files.stream.buffer
-        stream.write(data)
-        stream.flush()
+        self._watch()
+        if self.keep and self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._write(data)
         self.written += len(batch)
+
+    def _write(self, data: bytes) -> None:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            whole = data.rfind(b"\n", 0, done) + 1
+            self._size += whole
+            self._torn = True
+            with contextlib.suppress(OSError):  # else cut before the next write
+                self._size, self._torn = cut_torn_tail(self._fd), False
+            taken = data.count(b"\n", 0, whole)
+            self.written += taken
+            raise PartialExport(taken, exc) from exc
+        self._size += done
 
     def status(self) -> dict[str, Any]:
         return {"path": str(self.path), "written": self.written}
@@ -63,12 +153,29 @@ class JsonlSink:
         return {(i.cgroup_id, i.seq) for i in map(parse_item, recent) if isinstance(i, Record)}
 
     def force_flush(self, timeout: float = 5.0) -> None:
-        self._files.stream.buffer.flush()
-        os.fsync(self._files.stream.fileno())
+        if self._fd >= 0:
+            os.fsync(self._fd)
 
     def shutdown(self) -> None:
-        self.force_flush()
-        self._files.close()
+        try:
+            self.force_flush()
+        finally:
+            self._close()
+
+
+def last_lines(path: Path, nbytes: int = _TAIL_BYTES) -> list[bytes]:
+    """The whole lines among the last `nbytes` of the file (none when it is missing)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - nbytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.splitlines(keepends=True)
+    if size > nbytes and lines:
+        lines = lines[1:]  # it began mid-line
+    return [line for line in lines if line.endswith(b"\n")]
 
 
 def history_files(path: Path) -> list[Path]:

@@ -79,6 +79,8 @@ class AgentProcess:
         **overrides: Any,
     ) -> None:
         self.workdir = workdir
+        self.scope_path, self.pin_root, self.extra_sinks = scope_path, pin_root, extra_sinks
+        self.overrides = overrides
         self.socket = workdir / "control.sock"
         self.jsonl = workdir / "egress.jsonl"
         self.metrics_port = free_port()
@@ -93,6 +95,9 @@ class AgentProcess:
             **docker_engine(),
             **overrides,
         }
+        jsonl = [s for s in self.config["sinks"] if s["type"] == "jsonl"]
+        if jsonl:
+            self.jsonl = Path(jsonl[0]["path"])
         self.config_file = workdir / "netlogger.yaml"
         self.config_file.write_text(yaml.safe_dump(self.config))
         self.proc: subprocess.Popen[str] | None = None
@@ -118,6 +123,27 @@ class AgentProcess:
             except AgentError:
                 time.sleep(0.1)
         raise AssertionError("agent did not come up in 30 s")
+
+    def restarted(self, **overrides: Any) -> AgentProcess:
+        """Another agent on this one's directory, pins and settings (`overrides` changed)."""
+        return AgentProcess(
+            self.workdir,
+            self.scope_path,
+            self.pin_root,
+            self.extra_sinks,
+            **(self.overrides | overrides),
+        )
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL, even while stopped: nothing of the agent's runs any more."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        _, self.stderr = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == -signal.SIGKILL
 
     def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return netlogger(*args, "--control-socket", str(self.socket), **kw)

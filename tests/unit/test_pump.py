@@ -14,6 +14,7 @@ from netlogger.kernel.ringbuf import span
 from netlogger.pipeline.decode import EVENT_SIZE
 from netlogger.pipeline.enrich import AttributionEnricher, Enricher
 from netlogger.pipeline.fanout import Fanout
+from netlogger.pipeline.losses import Report
 from netlogger.pipeline.pump import Pump
 from netlogger.pipeline.record import Gap, Record, RingItem
 from netlogger.sinks.memory import MemorySink
@@ -24,15 +25,24 @@ LABELS = {42: abi.Labels(agent=b"a1", project=b"p1", container_id=b"c" * 64)}
 
 
 class NoLosses:
-    """Stand-in for KernelLosses: the kernel lost nothing."""
+    """Stand-in for the loss ledger: the kernel lost nothing."""
 
-    def __init__(self) -> None:
-        self.totals: dict[str, int] = {}
+    def collect(self, only: int | None = None, undecodable: int = 0) -> Report:
+        return Report()
 
-    def collect(self, only: int | None = None) -> list[Gap]:
-        return []
+    def count(self, gaps: Sequence[Gap]) -> None:
+        pass
+
+    def totals(self) -> dict[str, int]:
+        return {}
+
+    def forget(self, cgroup_id: int) -> None:
+        pass
 
     def per_cpu_ring_losses(self) -> int:
+        return 0
+
+    def kernel_no_state(self) -> int:
         return 0
 
 
