@@ -11,7 +11,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import click
 
@@ -21,7 +21,8 @@ from monitor import status as status_mod
 from monitor.compose import Stack
 from monitor.errors import MonitorError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Context:
@@ -36,11 +37,11 @@ class Context:
         return loaded.monitoring
 
 
-def _reports_errors(func: F) -> F:
+def _reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn MonitorError into the one-line error and its exit code."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except MonitorError as exc:
@@ -51,7 +52,7 @@ def _reports_errors(func: F) -> F:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(exc.exit_code)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @click.group(

@@ -6,6 +6,7 @@ answers questions (which containers, which ports, healthy or not) without a subp
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -220,7 +221,7 @@ class Stack:
         if volumes:
             # Belt and braces: named volumes must be gone even if Compose missed one.
             for name in self.volumes():
-                self._sdk(lambda n=name: self.client.volumes.get(n).remove(force=True))
+                self._sdk(functools.partial(self._remove_volume, name))
 
     # --- internals -------------------------------------------------------------------------
 
@@ -238,6 +239,9 @@ class Stack:
             "-p",
             self.names.project,
         ]
+
+    def _remove_volume(self, name: str) -> None:
+        self.client.volumes.get(name).remove(force=True)
 
     def _sdk(self, call: Callable[[], Any]) -> Any:
         try:

@@ -64,7 +64,9 @@ def index_patterns() -> list[dict[str, Any]]:
     return objects
 
 
-def _saved_search(oid: str, title: str, index: str, columns: list[str], query: str = "") -> dict:
+def _saved_search(
+    oid: str, title: str, index: str, columns: list[str], query: str = ""
+) -> dict[str, Any]:
     return {
         "type": "search",
         "id": oid,
@@ -84,8 +86,8 @@ def _vis(
     title: str,
     index: str,
     vis_type: str,
-    params: dict,
-    aggs: list[dict],
+    params: dict[str, Any],
+    aggs: list[dict[str, Any]],
     query: str = "",
     colors: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -175,7 +177,9 @@ def _ppl_metric(oid: str, title: str, metric: str, by: str = "") -> dict[str, An
     }
 
 
-def _dashboard(oid: str, title: str, description: str, panels: list[dict]) -> dict[str, Any]:
+def _dashboard(
+    oid: str, title: str, description: str, panels: list[dict[str, Any]]
+) -> dict[str, Any]:
     panel_json = []
     references = []
     for i, (panel, grid) in enumerate(zip(panels, _layout(panels), strict=True)):

@@ -108,7 +108,7 @@ def owner(data_dir: Path) -> str:
 
 def ensure_material(data_dir: Path, *, force: bool) -> list[Written]:
     """Certificates and the OpenSearch data-source key: made once, kept across renders."""
-    results = []
+    results: list[Written] = []
     if force or not certs.exist(data_dir):
         existed = certs.exist(data_dir)
         certs.generate(data_dir)

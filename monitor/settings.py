@@ -119,7 +119,7 @@ def _with_env(settings: Settings) -> Settings:
         return settings
     if override not in ("digest", "tag"):
         raise ConfigError(f"${IMAGE_REFS_ENV} must be 'digest' or 'tag', not {override!r}")
-    settings.monitoring.image_refs = override  # type: ignore[assignment]
+    settings.monitoring.image_refs = "digest" if override == "digest" else "tag"
     return settings
 
 

@@ -38,6 +38,7 @@ from netlogger.containers import Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel import abi, cgroup, libbpf, loader, pins
+from netlogger.kernel.plane import Plane
 from netlogger.kernel.ringbuf import RingReader, span
 from netlogger.metrics import MetricsServer, Snapshot
 from netlogger.pipeline.decode import Decoder
@@ -285,7 +286,7 @@ def _quietly(action: Callable[[], None], what: str) -> None:
         log.warning("cannot %s: %s", what, exc)
 
 
-def _unpin_made(plane: loader.Plane) -> None:
+def _unpin_made(plane: Plane) -> None:
     """Undo the pins of a start that failed: links it attached and maps it created.
 
     A start that took over pinned links leaves every pin as it found it.

@@ -373,12 +373,8 @@ def bypass(
     Example:
       netlogger bypass --container web-1 --for 10m
     """
-    entry = control.request(
-        control.socket_path(control_socket),
-        "bypass",
-        **_target(cgroup, container),
-        **{"for": duration},
-    )
+    args = {**_target(cgroup, container), "for": duration}  # `for` is a keyword in Python
+    entry = control.request(control.socket_path(control_socket), "bypass", **args)
     _show_entry(entry, as_json)
 
 

@@ -14,9 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import docker
 import docker.errors
+import docker.models.containers
 
 from netlogger.errors import UsageError
 from netlogger.kernel import cgroup
+from netlogger.kernel.mounts import Mount
 
 log = logging.getLogger("netlogger.containers")
 
@@ -42,7 +44,7 @@ class Container:
         return self.labels.get(PROJECT_LABEL, "")
 
 
-def cgroup_of(pid: int, mount: cgroup.Mount | None = None, proc: Path = Path("/proc")) -> Path:
+def cgroup_of(pid: int, mount: Mount | None = None, proc: Path = Path("/proc")) -> Path:
     """The cgroup v2 directory of process `pid`."""
     mount = mount or cgroup.find_mount()
     for line in (proc / str(pid) / "cgroup").read_text().splitlines():
@@ -72,6 +74,7 @@ class Engine:
         pid = int(obj.attrs["State"]["Pid"])
         if not pid:
             raise UsageError(f"container {obj.name} ({obj.short_id}) is not running")
+        assert obj.id is not None and obj.name is not None  # an inspected container has both
         return Container(obj.id, obj.name, pid, cgroup_of(pid), dict(obj.labels))
 
     def find(self, ref: str) -> Container:
@@ -100,11 +103,17 @@ class Engine:
     ) -> None:
         """Call `started`/`stopped` for labelled containers until `stop` is set."""
         # The event stream is quiet for long stretches: it gets a client without a read timeout.
-        listener = docker.DockerClient(base_url=self.url, timeout=None)
+        # None reaches requests as "no timeout"; types-docker declares the parameter int only.
+        listener = docker.DockerClient(base_url=self.url, timeout=None)  # type: ignore[arg-type]  # see above
         events = listener.events(
             decode=True, filters={"type": "container", "event": ["start", "die"], "label": label}
         )
-        threading.Thread(target=lambda: (stop.wait(), events.close()), daemon=True).start()
+
+        def close_on_stop() -> None:
+            stop.wait()
+            events.close()
+
+        threading.Thread(target=close_on_stop, daemon=True).start()
         try:
             for event in events:
                 if stop.is_set():

@@ -125,7 +125,7 @@ class MetricsServer:
     def __init__(self, address: str, snapshot: Callable[[], Snapshot]) -> None:
         host, port = parse_address(address)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(snapshot))  # type: ignore[arg-type]
+        self.registry.register(_Collector(snapshot))
         try:
             self._server, self._thread = start_http_server(port, host, self.registry)
         except OSError as exc:

@@ -16,7 +16,7 @@ from netlogger import privileges
 from netlogger.doctor import AF_PACKET_NOTE
 from netlogger.enforce import Enforcer
 from netlogger.errors import KernelError
-from netlogger.kernel.loader import Plane
+from netlogger.kernel.plane import Plane
 from netlogger.metrics import Snapshot
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.pump import Pump

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,8 @@ def connect_established(addr: str, port: int) -> int:
 
 
 _listener: socket.socket | None = None
-COMMANDS = {
+# Each takes the keyword arguments of a JSON command line.
+COMMANDS: dict[str, Callable[..., Any]] = {
     "connect": connect,
     "sendto": sendto,
     "socket": open_socket,

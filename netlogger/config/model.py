@@ -18,7 +18,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class Rule(_Strict):
+class Rule(_Strict, frozen=True):
     cidr: str | None = None
     domain: str | None = None
     ports: list[int | str] = []  # empty: every port
@@ -26,11 +26,11 @@ class Rule(_Strict):
     name: str | None = None
 
 
-class Dns(_Strict):
+class Dns(_Strict, frozen=True):
     resolvers: list[str] = []
 
 
-class Policy(_Strict):
+class Policy(_Strict, frozen=True):
     mode: Literal["enforce", "audit"] = "enforce"
     log_loopback: bool = False
     dns: Dns = Dns()
@@ -38,17 +38,17 @@ class Policy(_Strict):
     allow: list[Rule] = []
 
 
-class ConsoleSink(_Strict, tag="console", tag_field="type"):
+class ConsoleSink(_Strict, tag="console", tag_field="type", frozen=True):
     color: Literal["auto", "always", "never"] = "auto"
 
 
-class JsonlSink(_Strict, tag="jsonl", tag_field="type"):
+class JsonlSink(_Strict, tag="jsonl", tag_field="type", frozen=True):
     path: str = "/var/log/netlogger/egress.jsonl"
     max_bytes: int | str = "100MB"
     keep: int = 5
 
 
-class OtlpSink(_Strict, tag="otlp", tag_field="type"):
+class OtlpSink(_Strict, tag="otlp", tag_field="type", frozen=True):
     """OTLP/gRPC logs to the collector's trusted lane (netlogger.sinks.otlp).
 
     ca/cert/key: PEM files; unset, OTEL_EXPORTER_OTLP_LOGS_{CERTIFICATE,CLIENT_CERTIFICATE,
@@ -70,7 +70,7 @@ class OtlpSink(_Strict, tag="otlp", tag_field="type"):
 Sink = ConsoleSink | JsonlSink | OtlpSink
 
 
-class StaticEnrollment(_Strict):
+class StaticEnrollment(_Strict, frozen=True):
     cgroup: str
     policy: str = "default"
     agent: str = ""
@@ -79,24 +79,24 @@ class StaticEnrollment(_Strict):
     mode: Literal["enforce", "audit"] | None = None  # None: the policy's mode
 
 
-class Selector(_Strict):
+class Selector(_Strict, frozen=True):
     label: str = "dev.clawker.agent"
 
 
-class Containers(_Strict):
+class Containers(_Strict, frozen=True):
     engine: str = "unix:///var/run/docker.sock"
     select: Selector = Selector()
     policy_label: str = "dev.clawker.policy"
     default_policy: str = "default"
 
 
-class Limits(_Strict):
+class Limits(_Strict, frozen=True):
     ring_size: int | str = "8MiB"
     allowed_per_sec: int = 1000  # allowed records per enrolled cgroup; 0: no limit
     allowed_burst: int = 2000
 
 
-class Config(_Strict):
+class Config(_Strict, frozen=True):
     scope: str | None = None  # default: the cgroup v2 root
     pin_root: str = DEFAULT_PIN_ROOT
     control_socket: str = DEFAULT_CONTROL_SOCKET

@@ -251,7 +251,7 @@ def _format_of(ctype: Any) -> str:
 def flat_names(cls: type[ctypes.Structure]) -> list[str]:
     """Field names in unpack order; nested structs contribute their own fields."""
     names: list[str] = []
-    for name, ctype in cls._fields_:
+    for name, ctype, *_ in cls._fields_:
         if isinstance(ctype, type) and issubclass(ctype, ctypes.Structure):
             names.extend(flat_names(ctype))
         else:
@@ -272,7 +272,7 @@ def fields_format(cls: type[ctypes.Structure], names: list[str]) -> str:
     fields = [getattr(cls, n) for n in names]
     for before, after in itertools.pairwise(fields):
         assert before.offset + before.size == after.offset, f"{names} are not contiguous"
-    types = dict(cls._fields_)
+    types = {field[0]: field[1] for field in cls._fields_}
     return "".join(_format_of(types[n]) for n in names)
 
 
@@ -284,4 +284,4 @@ def span_of(cls: type[ctypes.Structure], first: str, end: str | None = None) -> 
 
 def layout(cls: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
     """(name, offset, size) of each top-level field: what pinned-state metadata records."""
-    return [(name, getattr(cls, name).offset, getattr(cls, name).size) for name, _ in cls._fields_]
+    return [(name, getattr(cls, name).offset, getattr(cls, name).size) for name, *_ in cls._fields_]

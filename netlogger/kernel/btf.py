@@ -78,7 +78,7 @@ class Btf:
             return self.size_of(elem) * nelems
         if kind == KIND_PTR:
             return 8
-        return t.size_or_type
+        return int(t.size_or_type)
 
     def struct(self, name: str) -> Struct:
         t, extra = self._type(self._find(name, {KIND_STRUCT, KIND_UNION}))

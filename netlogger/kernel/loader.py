@@ -155,10 +155,16 @@ def load(
         os.close(lock_fd)
         raise
     plane: Plane | None = None
+
+    def release() -> None:
+        if plane:
+            plane.close()
+        else:
+            libbpf.bpf_object__close(obj)
+            os.close(lock_fd)
+
     with ExitStack() as undo, ExitStack() as fds:
-        undo.callback(
-            lambda: plane.close() if plane else (libbpf.bpf_object__close(obj), os.close(lock_fd))
-        )
+        undo.callback(release)
         pinned = pins.open_maps(pin_root, fds)
         old = migrate.read_record(pinned)
         plan = migrate.plan({n: map_handle(obj, n) for n in MAPS}, pinned, old)

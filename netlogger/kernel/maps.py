@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from netlogger.errors import MapError
 from netlogger.kernel import libbpf
@@ -41,7 +41,7 @@ class BpfMap(Generic[K, V]):
             return None
         if ret < 0:
             libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"map {self.name}: lookup")
-        return _out(value)
+        return cast(V, _out(value))  # V names what value_type reads as (see _out)
 
     def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
         val = value if isinstance(value, self.value_type) else self.value_type(value)

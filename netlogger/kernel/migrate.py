@@ -93,7 +93,7 @@ def convert(raw: bytes, old: list[list[Any]], new_type: Any) -> bytes:
 def read_record(pinned: dict[str, int]) -> Recorded | None:
     if "nl_meta" not in pinned:
         return None
-    meta = BpfMap("nl_meta", pinned["nl_meta"], u32, abi.Meta).lookup(0)
+    meta = BpfMap[int, abi.Meta]("nl_meta", pinned["nl_meta"], u32, abi.Meta).lookup(0)
     if meta is None or not meta.len:
         return None
     return Recorded(meta.abi_version, json.loads(meta.layout[: meta.len]))
@@ -152,8 +152,11 @@ def carry(name: str, old_fd: int, new_fd: int, old: Recorded | None) -> None:
             "remove the pinned state with `netlogger teardown` and enroll again"
         )
     info = map_info(old_fd)
-    raw = BpfMap(name, old_fd, ctypes.c_uint8 * info.key_size, ctypes.c_uint8 * info.value_size)
-    new = BpfMap(name, new_fd, spec.key, spec.value)
+    Raw = ctypes.Array[ctypes.c_uint8]
+    raw = BpfMap[Raw, Raw](
+        name, old_fd, ctypes.c_uint8 * info.key_size, ctypes.c_uint8 * info.value_size
+    )
+    new = BpfMap[Any, Any](name, new_fd, spec.key, spec.value)  # MapSpec's types, any per map
     upgrades = old.upgrades(name)
     for key, value in raw.items():
         k = spec.key.from_buffer_copy(convert(bytes(key), old.layout[name]["key"], spec.key))

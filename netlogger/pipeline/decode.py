@@ -135,8 +135,11 @@ class _Memo(dict[Any, Any]):
 
 
 # What a record's static part decodes to: the event name, the 15 fields after
-# `seq`, the 3 optional destination fields, and which enums were unknown.
-Static = tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[str, ...]]
+# `seq` (Record's `action` to `comm`), the 3 optional destination fields, and
+# which enums were unknown.
+Head = tuple[str, str, str, bool, str, str, str, int, bool, bool, bool, bool, str, str, str]
+Tail = tuple[str | None, str | None, str | None]
+Static = tuple[str, Head, Tail, tuple[str, ...]]
 
 
 DecodeOne = Callable[[bytes], RingItem | None]
@@ -216,7 +219,7 @@ class Decoder:
                 if len(statics) >= _CACHE_LIMIT:
                     statics.clear()
                 static = statics[key] = self._static(_KEY.unpack(key))
-            if static.__class__ is str:
+            if isinstance(static, str):
                 skipped[static] += 1
                 continue
             event_name, head, tail, unknown_kinds = static

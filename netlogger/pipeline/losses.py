@@ -192,7 +192,7 @@ class LossLedger:
                 if key != NO_CGROUP and plane.cgroup_state.lookup(key) is None:
                     continue  # forgotten meanwhile: its cgroup is gone
                 pinned = plane.reported.lookup(key) or abi.Reported()
-                for name, _ in abi.Reported._fields_:
+                for name, *_ in abi.Reported._fields_:
                     setattr(mark, name, max(getattr(mark, name), getattr(pinned, name)))
                 plane.reported.update(key, mark)
                 if self._pending.get(key) is mark:

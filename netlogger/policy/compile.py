@@ -131,14 +131,19 @@ def _rule_name(policy: str, index: int, rule: Rule) -> str:
     return rule.name or f"{policy}.allow[{index}]"
 
 
+def _covers(outer: Network, inner: Network) -> bool:
+    """`inner` lies within `outer`; never across address families."""
+    if isinstance(inner, ipaddress.IPv4Network):
+        return isinstance(outer, ipaddress.IPv4Network) and inner.subnet_of(outer)
+    return isinstance(outer, ipaddress.IPv6Network) and inner.subnet_of(outer)
+
+
 def _cidr_entries(
     policy_id: int, port_rules: list[tuple[Network, abi.PortRule]], where: tuple[str | int, ...]
 ) -> tuple[list[tuple[abi.CidrKey, abi.CidrRules]], list[Located]]:
     entries, problems = [], []
     for net in dict.fromkeys(n for n, _ in port_rules):
-        covering = [
-            (n.prefixlen, r) for n, r in port_rules if n.version == net.version and net.subnet_of(n)
-        ]
+        covering = [(n.prefixlen, r) for n, r in port_rules if _covers(n, net)]
         covering.sort(key=lambda item: -item[0])  # most specific first
         if len(covering) > abi.MAX_PORT_RULES:
             problems.append(

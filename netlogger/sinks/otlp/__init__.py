@@ -212,7 +212,7 @@ class OtlpExportSink:
 
     def _backoff(self) -> float:
         settings = self.settings
-        base = min(settings.retry_max, settings.retry_initial * 2 ** (self._failures - 1))
+        base = min(settings.retry_max, settings.retry_initial * 2.0 ** (self._failures - 1))
         return base * random.uniform(0.8, 1.2)
 
     def _send(self, request: wire.Request) -> bool:

@@ -46,7 +46,11 @@ class Tls:
 
     def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(ca, cert, key) file contents, as gRPC takes them."""
-        return tuple(p.read_bytes() if p else None for p in (self.ca, self.cert, self.key))  # type: ignore[return-value]
+
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path else None
+
+        return read(self.ca), read(self.cert), read(self.key)
 
 
 @dataclass(frozen=True)

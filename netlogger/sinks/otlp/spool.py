@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from netlogger.errors import StateError
 from netlogger.pipeline.record import Gap, Item, Record
@@ -59,29 +60,33 @@ class Span:
 Spans = dict[str | None, Span]  # by cgroup id; None for losses not tied to one cgroup
 
 
+def _all_records(items: Sequence[Item]) -> TypeGuard[Sequence[Record]]:
+    return {type(item) for item in items} == {Record}
+
+
 def spans_of(items: Sequence[Item]) -> Spans:
     """Per cgroup, the records `items` stand for; a gap item stands for the records it counts."""
-    if {type(item) for item in items} == {Record}:
+    if _all_records(items):
         # The common batch, in comprehensions: this runs for every record the agent sees.
         firsts = {r.cgroup_id: r for r in reversed(items)}
         lasts = {r.cgroup_id: r for r in items}
         counts = Counter(r.cgroup_id for r in items)
         return {
-            cgroup: Span(counts[cgroup], firsts[cgroup].seq, last.seq, firsts[cgroup].ts)  # type: ignore[union-attr]
+            cgroup: Span(counts[cgroup], firsts[cgroup].seq, last.seq, firsts[cgroup].ts)
             for cgroup, last in lasts.items()
         }
     spans: Spans = {}
     for item in items:
         if type(item) is Record:
-            count, first, last = 1, item.seq, item.seq
+            span = Span(1, item.seq, item.seq, item.ts)
         else:
             assert isinstance(item, Gap)
-            count, first, last = item.gap_count, item.gap_seq_first, item.gap_seq_last
-        span = spans.get(item.cgroup_id)
-        if span is None:
-            spans[item.cgroup_id] = Span(count, first, last, item.ts)
+            span = Span(item.gap_count, item.gap_seq_first, item.gap_seq_last, item.ts)
+        known = spans.get(item.cgroup_id)
+        if known is None:
+            spans[item.cgroup_id] = span
         else:
-            span.extend(Span(count, first, last, item.ts))
+            known.extend(span)
     return spans
 
 
