@@ -191,3 +191,16 @@ def test_kill_9_while_spooling_then_restart_replays_the_spool(
     assert len(seqs) >= spooled
     assert seqs == list(range(len(seqs)))
     assert all(count == 1 for count in Counter(ids).values())
+
+
+def test_backoff_stays_at_its_cap_through_a_long_outage() -> None:
+    # Thousands of failures in a row (hours of outage) once overflowed 2.0 ** n.
+    from types import SimpleNamespace
+
+    from netlogger.sinks.otlp import OtlpExportSink
+
+    state = SimpleNamespace(
+        settings=SimpleNamespace(retry_initial=0.5, retry_max=30.0), _failures=5000
+    )
+    delay = OtlpExportSink._backoff(state)  # type: ignore[arg-type]  # only the two fields it reads
+    assert 24.0 <= delay <= 36.0

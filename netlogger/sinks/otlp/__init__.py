@@ -212,7 +212,9 @@ class OtlpExportSink:
 
     def _backoff(self) -> float:
         settings = self.settings
-        base = min(settings.retry_max, settings.retry_initial * 2.0 ** (self._failures - 1))
+        # The exponent is capped: a day-long outage must not overflow the float.
+        doublings = min(self._failures - 1, 62)
+        base = min(settings.retry_max, settings.retry_initial * 2.0**doublings)
         return base * random.uniform(0.8, 1.2)
 
     def _send(self, request: wire.Request) -> bool:
