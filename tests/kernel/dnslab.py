@@ -77,10 +77,16 @@ class Lab:
         return out.stdout.splitlines()
 
     def resolve_connect(
-        self, cg: Cgroup, names: list[str], port: int = 443, every_address: bool = False
+        self,
+        cg: Cgroup,
+        names: list[str],
+        port: int = 443,
+        every_address: bool = False,
+        ipv6: bool = False,
     ) -> list[tuple[str, str, str]]:
         """(name, connect errno or eaiN, address) for each name, resolved then connected."""
-        argv = [str(client_binary()), *(["-a"] if every_address else []), str(port), *names]
+        flags = (["-a"] if every_address else []) + (["-6"] if ipv6 else [])
+        argv = [str(client_binary()), *flags, str(port), *names]
         rows = []
         for line in self._in_workload(cg, argv):
             name, result, *addr = line.split()
@@ -191,7 +197,7 @@ def lab(
     cnames: dict[str, str] | None = None,
     ttl: int = 600,
 ) -> Iterator[Lab]:
-    """dnsmasq answering `hosts` (name -> IPv4 addresses) and `cnames` (alias -> target)."""
+    """dnsmasq answering `hosts` (name -> addresses) and `cnames` (alias -> target)."""
     etc = tmp / "etc"
     etc.mkdir()
     hosts_file = tmp / "dnsmasq.hosts"

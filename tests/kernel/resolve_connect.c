@@ -1,7 +1,8 @@
 /* Resolve each name (A only, the system resolver) and connect() at once: the
  * race the kernel's admission must win. Prints "name errno-of-connect addr"
  * per name, or "name eai" when the lookup failed. With -a, connects to every
- * address of the answer, not only the first. */
+ * address of the answer, not only the first; with -6, asks for AAAA only.
+ * Usage: resolve_connect [-a] [-6] PORT NAME... */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -25,13 +26,17 @@ static int try_connect(const struct sockaddr *sa, socklen_t len)
 
 int main(int argc, char **argv)
 {
-	int all = 0, first = 2;
-	if (argc > 1 && strcmp(argv[1], "-a") == 0) {
-		all = 1;
-		first = 3;
+	int all = 0, family = AF_INET, first = 1;
+	for (; first < argc && argv[first][0] == '-'; first++) {
+		if (strcmp(argv[first], "-a") == 0)
+			all = 1;
+		else if (strcmp(argv[first], "-6") == 0)
+			family = AF_INET6;
 	}
-	const char *port = argv[first - 1];
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+	if (first >= argc)
+		return 2;
+	const char *port = argv[first++];
+	struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM };
 	for (int i = first; i < argc; i++) {
 		struct addrinfo *res;
 		int rc = getaddrinfo(argv[i], port, &hints, &res);
@@ -41,8 +46,10 @@ int main(int argc, char **argv)
 		}
 		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 			char text[INET6_ADDRSTRLEN];
-			struct sockaddr_in *sin = (struct sockaddr_in *)ai->ai_addr;
-			inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
+			const void *addr = family == AF_INET ?
+				(const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr :
+				(const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+			inet_ntop(family, addr, text, sizeof(text));
 			printf("%s %d %s\n", argv[i], try_connect(ai->ai_addr, ai->ai_addrlen), text);
 			if (!all)
 				break;

@@ -53,6 +53,7 @@ HOSTS = {
     "late.ok.test": ["198.19.200.1"],
     "after.ok.test": ["198.19.200.2"],
     "after.no.test": ["198.20.0.2"],
+    "six.ok.test": ["fd00:19::6"],
 }
 CNAMES = {"alias.lab.test": "target.far.test"}
 
@@ -125,6 +126,22 @@ def test_forty_address_answer_is_admitted_whole(enrolled, lab, dns_ring, plane) 
     assert {r for _, r, _ in rows} == {OK}
     assert verdicts(dns_ring) == [("ADMITTED", 40)]
     assert len(plane.admitted(cg.id)) == 40
+
+
+def test_aaaa_answer_admits_an_ipv6_destination(enrolled, lab, dns_ring, plane, read) -> None:
+    cg = enrolled("a")
+    assert lab.resolve_connect(cg, ["six.ok.test"], ipv6=True) == [
+        ("six.ok.test", OK, "fd00:19::6")
+    ]
+    assert verdicts(dns_ring) == [("ADMITTED", 1)]
+    assert (6, bytes.fromhex("fd000019" + "0" * 22 + "06")) in plane.admitted(cg.id)
+    (rec,) = [r for r in read() if r.dst_port == "443"]
+    assert (rec.action, rec.rule, rec.dst_ip, rec.ipv6) == (
+        "allowed",
+        "ok-wild",
+        "fd00:19::6",
+        True,
+    )
 
 
 def test_cname_chain_admits_the_target_under_the_alias_rule(enrolled, lab, dns_ring, read) -> None:
