@@ -6,12 +6,14 @@ kernel must have admitted the address before the answer reached them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import struct
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,12 @@ import pytest
 from netlogger import sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
-from netlogger.kernel import abi, libbpf, loader
+from netlogger.enforce import Enforcer, Target
+from netlogger.kernel import abi, cgroup, libbpf, loader
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.policy.compile import PolicySet
+from tests.e2e.test_containers import IMAGE, engine  # noqa: F401 (the engine fixture)
 from tests.kernel import dnslab
 from tests.kernel.dnslab import RESOLVER, SILENT, STRANGER
 
@@ -375,3 +379,60 @@ def test_one_cgroup_cannot_evict_another(enrolled, lab, plane) -> None:
         os.close(fd)
     assert (4, bytes([198, 19, 200, 1])) in plane.admitted(a.id)
     assert len(plane.admitted(b.id)) <= abi.DNS_ADDRS_MAX
+
+
+DOCKER_POLICY = """
+policies:
+  default:
+    dns: {resolvers: [127.0.0.11]}
+    allow:
+      - {domain: "%s", ports: [443], proto: tcp, name: peer}
+"""
+
+
+@pytest.mark.docker
+def test_container_resolving_through_dockers_embedded_resolver(request, scope, plane, read) -> None:
+    """127.0.0.11 is reached through a NAT in the container's namespace: the query
+    leaves for another port, the answer comes back from 127.0.0.11:53. The socket,
+    id and question bind them anyway."""
+    docker_client = request.getfixturevalue("engine")
+    tag = uuid.uuid4().hex[:8]
+    peer_name, other_name = f"nlpeer-{tag}", f"nlother-{tag}"
+    policies = check_source(parse(DOCKER_POLICY % peer_name, "docker.yaml")).policies
+    enforcer = Enforcer(plane, policies)
+    enforcer.apply_policies(policies)
+    parent = "/" + str(scope.path.relative_to(cgroup.find_mount().path))
+    network = docker_client.networks.create(f"nltest-{tag}", driver="bridge")
+    made: list[Any] = []
+    try:
+        for name in (peer_name, other_name):
+            made.append(docker_client.containers.run(
+                IMAGE, ["sleep", "300"], entrypoint=[], detach=True, name=name,
+                network=network.name,
+            ))  # fmt: skip
+        work = docker_client.containers.run(
+            IMAGE, ["sleep", "300"], entrypoint=[], detach=True, name=f"nlwork-{tag}",
+            network=network.name, cgroup_parent=parent,
+        )  # fmt: skip
+        made.append(work)
+        cg = cgroup.resolve(scope.path / work.id)
+        enforcer.enroll(Target(cg))
+        ips = {}
+        for c in made[:2]:
+            c.reload()
+            ips[c.name] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        for name in (peer_name, other_name):
+            work.exec_run(["nc", "-w", "2", name, "443"])
+        rule = {str(i): info.name for i, info in policies.rules.items()}
+        got = [(r.dst_ip, r.action, r.reason, rule.get(r.identity)) for r in read()]
+        assert [g for g in got if g[0] in ips.values()] == [
+            (ips[peer_name], "allowed", "rule", "peer"),
+            (ips[other_name], "denied", "unresolved_ip", None),
+        ]
+    finally:
+        for c in made:
+            c.remove(force=True)
+        network.remove()
+        for v1 in Path("/sys/fs/cgroup").glob(f"*/{parent.lstrip('/')}"):
+            with contextlib.suppress(OSError):
+                v1.rmdir()
