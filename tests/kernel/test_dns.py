@@ -436,3 +436,42 @@ def test_container_resolving_through_dockers_embedded_resolver(request, scope, p
         for v1 in Path("/sys/fs/cgroup").glob(f"*/{parent.lstrip('/')}"):
             with contextlib.suppress(OSError):
                 v1.rmdir()
+
+
+def test_layout_migration_keeps_each_cgroups_sets(pin_root, scope, enrolled, plane) -> None:
+    """An outer map re-made by a new loader takes the same inner maps, contents and all;
+    state from before the DNS maps existed gets them, and every enrolled cgroup its sets."""
+    from tests.kernel.test_migration import record_old_layout
+
+    cg = enrolled("a")
+    inner_id = plane.dns_admitted.lookup(cg.id)
+    fd = libbpf.call(libbpf.bpf_map_get_fd_by_id, "open a's set", inner_id)
+    try:
+        slots = abi.DnsSlots()
+        slots.slot[0] = abi.DnsSlot(sandbox_now() + 10**11, 7)
+        addr = (abi.u8 * 16)(198, 19, 9, 9)
+        BpfMap("a", fd, abi.DnsAddrKey, abi.DnsSlots).update(abi.DnsAddrKey(4, addr=addr), slots)
+    finally:
+        os.close(fd)
+    plane.close()
+    record_old_layout(pin_root, "nl_dns_admitted", [["cgroup", 0, 8]], [["", 0, 4]])
+    (pin_root / "maps" / "nl_dns_queries").unlink()  # as an agent from before DNS left it
+
+    with loader.loaded(pin_root, scope) as again:
+        assert again.report.migrated == ["nl_dns_admitted"]
+        assert again.report.created == ["nl_dns_queries"]
+        assert again.dns_admitted.lookup(cg.id) == inner_id
+        assert again.admitted(cg.id)[(4, bytes([198, 19, 9, 9]))].slot[0].match_id == 7
+        assert again.dns_queries.lookup(cg.id) is not None
+
+
+@pytest.mark.parametrize("settings", [loader.Settings(allowed_per_sec=1, allowed_burst=2)])
+def test_dns_records_are_throttled_and_counted(enrolled, lab, dns_ring, plane) -> None:
+    cg = enrolled("a")
+    names = [f"n1-{i}.ok.test" for i in range(6)]
+    rows = lab.resolve_connect(cg, [*names, "web.no.test"])
+    assert [r for _, r, _ in rows] == [OK] * 6 + [DENIED]  # admission is never throttled
+    events = dnslab.dns_events(dns_ring)
+    assert [e.seq for e, _ in events] == [0, 1]  # the bucket's burst of two
+    state = plane.cgroup_state.lookup(cg.id)
+    assert (state.dns_seq, state.dns_throttled, state.dns_ringbuf_lost) == (7, 5, 0)
