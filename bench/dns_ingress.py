@@ -80,7 +80,9 @@ def main() -> None:
         querier = lab.python(cg, QUERIER)
         bench.stack.callback(querier.kill)
         assert querier.stdout is not None and querier.stdout.readline() == "ready\n"
-        stats_fd = libbpf.call(libbpf.bpf_enable_stats, "enable BPF stats", BPF_STATS_RUN_TIME)
+        stats_fd = libbpf.call(
+            libbpf.bpf_enable_stats, libbpf.Op.QUERY, "enable BPF stats", BPF_STATS_RUN_TIME
+        )
         bench.stack.callback(os.close, stats_fd)
 
         def ask(zone: str, first: int) -> None:

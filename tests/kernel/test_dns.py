@@ -24,8 +24,9 @@ from netlogger import sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
-from netlogger.kernel import abi, cgroup, libbpf, loader
+from netlogger.kernel import abi, cgroup, loader
 from netlogger.kernel.maps import BpfMap
+from netlogger.kernel.plane import open_inner
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.policy.compile import PolicySet
 from tests.e2e.test_containers import IMAGE, engine  # noqa: F401 (the engine fixture)
@@ -138,7 +139,7 @@ def test_aaaa_answer_admits_an_ipv6_destination(enrolled, lab, dns_ring, plane, 
         ("six.ok.test", OK, "fd00:19::6")
     ]
     assert verdicts(dns_ring) == [("ADMITTED", 1)]
-    assert (6, bytes.fromhex("fd000019" + "0" * 22 + "06")) in plane.admitted(cg.id)
+    assert (abi.Family.INET6, bytes.fromhex("fd000019" + "0" * 22 + "06")) in plane.admitted(cg.id)
     (rec,) = [r for r in read() if r.dst_port == "443"]
     assert (rec.action, rec.rule, rec.dst_ip, rec.ipv6) == (
         "allowed",
@@ -161,9 +162,9 @@ def test_cname_chain_admits_the_target_under_the_alias_rule(enrolled, lab, dns_r
 def test_expiry_is_the_ttl_floored_and_only_extended(enrolled, lab, plane) -> None:
     cg = enrolled("a")
     lab.resolve_connect(cg, ["late.ok.test"])
-    first = plane.admitted(cg.id)[(4, bytes([198, 19, 200, 1]))].slot[0].expires_ns
+    first = plane.admitted(cg.id)[(abi.Family.INET, bytes([198, 19, 200, 1]))].slot[0].expires_ns
     lab.resolve_connect(cg, ["late.ok.test"])
-    second = plane.admitted(cg.id)[(4, bytes([198, 19, 200, 1]))].slot[0].expires_ns
+    second = plane.admitted(cg.id)[(abi.Family.INET, bytes([198, 19, 200, 1]))].slot[0].expires_ns
     assert second > first  # a fresh answer moves it later, never earlier
     left_s = (second - sandbox_now()) / 1e9
     assert 590 < left_s <= 600  # dnsmasq's --local-ttl=600, inside floor 60 .. cap 3600
@@ -367,17 +368,17 @@ def test_one_cgroup_cannot_evict_another(enrolled, lab, plane) -> None:
     assert inner_b is not None and inner_b != plane.dns_admitted.lookup(a.id)
     # b's set takes more addresses than it holds (what a flood of answers does):
     # its LRU evicts b's own oldest, never a's.
-    fd = libbpf.call(libbpf.bpf_map_get_fd_by_id, "open b's set", inner_b)
+    fd = open_inner(inner_b)
     try:
         b_set = BpfMap("b", fd, abi.DnsAddrKey, abi.DnsSlots)
         live = abi.DnsSlots()
         live.slot[0] = abi.DnsSlot(sandbox_now() + 10**11, 1)
         for i in range(abi.DNS_ADDRS_MAX + 1000):
             addr = (abi.u8 * 16)(10, i >> 16 & 255, i >> 8 & 255, i & 255)
-            b_set.update(abi.DnsAddrKey(4, addr=addr), live)
+            b_set.update(abi.DnsAddrKey(abi.Family.INET, addr=addr), live)
     finally:
         os.close(fd)
-    assert (4, bytes([198, 19, 200, 1])) in plane.admitted(a.id)
+    assert (abi.Family.INET, bytes([198, 19, 200, 1])) in plane.admitted(a.id)
     assert len(plane.admitted(b.id)) <= abi.DNS_ADDRS_MAX
 
 
@@ -445,12 +446,14 @@ def test_layout_migration_keeps_each_cgroups_sets(pin_root, scope, enrolled, pla
 
     cg = enrolled("a")
     inner_id = plane.dns_admitted.lookup(cg.id)
-    fd = libbpf.call(libbpf.bpf_map_get_fd_by_id, "open a's set", inner_id)
+    fd = open_inner(inner_id)
     try:
         slots = abi.DnsSlots()
         slots.slot[0] = abi.DnsSlot(sandbox_now() + 10**11, 7)
         addr = (abi.u8 * 16)(198, 19, 9, 9)
-        BpfMap("a", fd, abi.DnsAddrKey, abi.DnsSlots).update(abi.DnsAddrKey(4, addr=addr), slots)
+        BpfMap("a", fd, abi.DnsAddrKey, abi.DnsSlots).update(
+            abi.DnsAddrKey(abi.Family.INET, addr=addr), slots
+        )
     finally:
         os.close(fd)
     plane.close()
@@ -461,7 +464,9 @@ def test_layout_migration_keeps_each_cgroups_sets(pin_root, scope, enrolled, pla
         assert again.report.migrated == ["nl_dns_admitted"]
         assert again.report.created == ["nl_dns_queries"]
         assert again.dns_admitted.lookup(cg.id) == inner_id
-        assert again.admitted(cg.id)[(4, bytes([198, 19, 9, 9]))].slot[0].match_id == 7
+        assert (
+            again.admitted(cg.id)[(abi.Family.INET, bytes([198, 19, 9, 9]))].slot[0].match_id == 7
+        )
         assert again.dns_queries.lookup(cg.id) is not None
 
 
