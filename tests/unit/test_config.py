@@ -171,7 +171,7 @@ def test_policy_check_cli_exit_codes(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[1].split() == ["default", "enforce", "3", "2", "1"]
+    assert ok.stdout.splitlines()[1].split() == ["default", "enforce", "3", "2", "0", "1"]
     failed = subprocess.run(
         [sys.executable, "-m", "netlogger", "policy", "check", str(bad)],
         capture_output=True,
