@@ -60,7 +60,7 @@ class Settings:
 
 
 def _configure(obj: int, settings: Settings) -> None:
-    for ring, size in (
+    for ring, ring_size in (
         ("nl_events", settings.ring_bytes),
         ("nl_dns_events", settings.dns_ring_bytes),
     ):
@@ -69,7 +69,7 @@ def _configure(obj: int, settings: Settings) -> None:
             Op.CONFIGURE,
             f"set {ring} size",
             map_handle(obj, ring),
-            size,
+            ring_size,
         )
     rodata = libbpf.call_ptr(
         libbpf.bpf_object__find_map_by_name, Op.CONFIGURE, "find .rodata", obj, b".rodata"

@@ -144,7 +144,8 @@ def plan(obj_maps: dict[str, int], pinned: dict[str, int], old: Recorded | None)
 
 def _carry_inner(name: str, old_fd: int, new_fd: int) -> None:
     """The same inner maps, live contents and all, under a new outer map."""
-    old, new = BpfMap(name, old_fd, u64, u32), BpfMap(name, new_fd, u64, u32)
+    old: BpfMap[int, int] = BpfMap(name, old_fd, u64, u32)
+    new: BpfMap[int, int] = BpfMap(name, new_fd, u64, u32)
     for cgroup_id, inner_id in old.items():
         fd = open_inner(inner_id)
         try:

@@ -150,7 +150,9 @@ class Plane:
             return {}
         fd = open_inner(inner_id)
         try:
-            inner = BpfMap("admitted", fd, abi.DnsAddrKey, abi.DnsSlots)
+            inner: BpfMap[abi.DnsAddrKey, abi.DnsSlots] = BpfMap(
+                "admitted", fd, abi.DnsAddrKey, abi.DnsSlots
+            )
             size = {abi.Family.INET: 4, abi.Family.INET6: 16}
             return {(k.family, bytes(k.addr)[: size[k.family]]): v for k, v in inner.items()}
         finally:

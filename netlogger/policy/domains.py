@@ -35,7 +35,7 @@ class Domain:
         return name.endswith("." + self.base) if self.wildcard else name == self.base
 
 
-def parse_domain(text: str) -> Domain:
+def parse_domain(text: str | None) -> Domain:
     """A rule's `domain:` value, or ValueError saying what is wrong with it."""
     if not isinstance(text, str) or not text:
         raise ValueError("a domain is a name like api.github.com or *.pythonhosted.org")
