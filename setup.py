@@ -26,7 +26,9 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
-SOURCES = sorted((ROOT / "bpf").glob("*.bpf.c"))
+# maps.bpf.c first: libbpf 1.1's linker mislays the .maps entries a unit declares
+# `extern` before the unit that defines them is added (bpf/dns.bpf.c sorts before it).
+SOURCES = sorted((ROOT / "bpf").glob("*.bpf.c"), key=lambda p: (p.name != "maps.bpf.c", p.name))
 OBJECT = ROOT / "netlogger" / "_objects" / "netlogger.bpf.o"
 BUILD_PACKAGES = "clang libbpf-dev libbpf1 linux-libc-dev"
 

@@ -62,9 +62,10 @@ def arguments(doc: str, **defaults: int) -> argparse.Namespace:
 
 
 @contextmanager
-def bench_plane(settings: loader.Settings = UNTHROTTLED) -> Iterator[Bench]:
+def bench_plane(settings: loader.Settings = UNTHROTTLED, policy: str = POLICY) -> Iterator[Bench]:
+    """`policy`: a config text whose policy `bench` enrolled children get."""
     tag = uuid.uuid4().hex[:8]
-    policies = check_source(parse(POLICY, "bench")).policies
+    policies = check_source(parse(policy, "bench")).policies
     with ExitStack() as stack:
         net = stack.enter_context(sandbox.network(tag))
         scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"nlbench-{tag}"))

@@ -20,11 +20,14 @@
 #define NL_IPPROTO_ICMP 1
 #define NL_IPPROTO_ICMPV6 58
 
-/* The nearest enrolled ancestor of the current task's cgroup (itself
- * included): a task that moves into a child cgroup stays governed. Only the
- * depths where something is enrolled are probed, so a task of a cgroup that
- * is not enrolled usually costs one helper call and one hash miss. */
-static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id)
+/* The nearest enrolled ancestor of a cgroup (itself included): a task that
+ * moves into a child cgroup stays governed. The cgroup is the current task's,
+ * or with an skb, that of the socket it belongs to (ingress runs in softirq,
+ * where the current task is anyone's). Only the depths where something is
+ * enrolled are probed, so a cgroup that is not enrolled usually costs one
+ * helper call and one hash miss. */
+static __always_inline struct nl_enrollment *nl_enrollment_of(struct __sk_buff *skb,
+							      __u64 *cgroup_id)
 {
 	__u32 zero = 0;
 	struct nl_levels *levels = bpf_map_lookup_elem(&nl_levels, &zero);
@@ -36,9 +39,10 @@ static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id
 	for (int level = NL_MAX_LEVELS - 1; level >= 0; level--) {
 		if (!(mask & (1u << level)))
 			continue;
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		__u64 id = skb ? bpf_skb_ancestor_cgroup_id(skb, level) :
+				 bpf_get_current_ancestor_cgroup_id(level);
 		if (!id)
-			continue; /* the task sits shallower than this depth */
+			continue; /* the cgroup sits shallower than this depth */
 		struct nl_enrollment *en = bpf_map_lookup_elem(&nl_enrollments, &id);
 		if (en) {
 			*cgroup_id = id;
@@ -46,6 +50,11 @@ static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id
 		}
 	}
 	return 0;
+}
+
+static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id)
+{
+	return nl_enrollment_of(0, cgroup_id);
 }
 
 static __always_inline __u32 nl_policy_flags(__u32 policy_id)
@@ -100,7 +109,9 @@ static __always_inline int nl_is_local(const struct nl_dst *d)
 	return d->match[3] == 0 || d->match[3] == bpf_htonl(1);
 }
 
-static __always_inline void nl_match_resolver(__u32 policy_id, const struct nl_dst *d,
+/* DNS is allowed to the policy's resolvers only. What else it was aimed at
+ * says how it tried to get around them. */
+static __always_inline void nl_match_resolver(__u32 policy_id, const struct nl_dst *d, __u8 proto,
 					      struct nl_verdict *v)
 {
 	struct nl_resolver_key key = { .policy_id = policy_id, .family = d->family };
@@ -110,10 +121,31 @@ static __always_inline void nl_match_resolver(__u32 policy_id, const struct nl_d
 		v->action = NL_ACTION_ALLOWED;
 		v->reason = NL_REASON_RESOLVER;
 		v->rule_id = *rule_id;
-	} else {
-		v->action = NL_ACTION_DENIED;
-		v->reason = NL_REASON_RESOLVER_NOT_ALLOWED;
+		return;
 	}
+	v->action = NL_ACTION_DENIED;
+	v->reason = d->port == NL_PORT_DNS_TLS ? NL_REASON_DNS_OVER_TLS :
+		    proto == NL_PROTO_TCP	 ? NL_REASON_DNS_OVER_TCP :
+						   NL_REASON_RESOLVER_NOT_ALLOWED;
+}
+
+/* The first port rule of `rules` that lets (port, proto) through decides. */
+static __always_inline int nl_match_ports(const struct nl_cidr_rules *rules, __u16 port,
+					  __u8 proto, struct nl_verdict *v)
+{
+#pragma unroll
+	for (int i = 0; i < NL_MAX_PORT_RULES; i++) {
+		if (i >= rules->count)
+			break;
+		const struct nl_port_rule *r = &rules->rules[i];
+		if ((r->protos & proto) && port >= r->port_lo && port <= r->port_hi) {
+			v->action = NL_ACTION_ALLOWED;
+			v->reason = NL_REASON_RULE;
+			v->rule_id = r->rule_id;
+			return 1;
+		}
+	}
+	return 0;
 }
 
 static __always_inline void nl_match_cidr(__u32 policy_id, const struct nl_dst *d, __u8 proto,
@@ -129,19 +161,35 @@ static __always_inline void nl_match_cidr(__u32 policy_id, const struct nl_dst *
 	v->reason = NL_REASON_DEFAULT_DENY;
 
 	struct nl_cidr_rules *rules = bpf_map_lookup_elem(&nl_cidrs, &key);
-	if (!rules)
+	if (rules)
+		nl_match_ports(rules, d->port, proto, v);
+}
+
+/* A destination a policy resolver gave this cgroup for a domain rule, while
+ * the answer lives, is allowed on that rule's ports. One that no live answer
+ * gave is unresolved; one resolved for other ports is a plain default deny. */
+static __always_inline void nl_match_admitted(__u64 cgroup_id, __u32 policy_id,
+					      const struct nl_dst *d, __u8 proto, __u64 now,
+					      struct nl_verdict *v)
+{
+	v->reason = NL_REASON_UNRESOLVED_IP;
+	void *addrs = bpf_map_lookup_elem(&nl_dns_admitted, &cgroup_id);
+	if (!addrs)
 		return;
-#pragma unroll
-	for (int i = 0; i < NL_MAX_PORT_RULES; i++) {
-		if (i >= rules->count)
-			break;
-		struct nl_port_rule *r = &rules->rules[i];
-		if ((r->protos & proto) && d->port >= r->port_lo && d->port <= r->port_hi) {
-			v->action = NL_ACTION_ALLOWED;
-			v->reason = NL_REASON_RULE;
-			v->rule_id = r->rule_id;
+	struct nl_dns_addr_key key = { .family = d->family };
+	__builtin_memcpy(key.addr, d->match, sizeof(key.addr));
+	struct nl_dns_slots *slots = bpf_map_lookup_elem(addrs, &key);
+	if (!slots)
+		return;
+	for (int i = 0; i < NL_DNS_SLOTS; i++) {
+		struct nl_dns_slot *slot = &slots->slot[i];
+		if (!slot->match_id || slot->expires_ns <= now)
+			continue;
+		v->reason = NL_REASON_DEFAULT_DENY;
+		struct nl_domain_ports_key pk = { .policy_id = policy_id, .match_id = slot->match_id };
+		struct nl_cidr_rules *rules = bpf_map_lookup_elem(&nl_domain_ports, &pk);
+		if (rules && nl_match_ports(rules, d->port, proto, v))
 			return;
-		}
 	}
 }
 
@@ -162,6 +210,14 @@ static __always_inline void nl_apply_mode(const struct nl_enrollment *en, __u64 
 	}
 }
 
+/* A socket that talks to port 53 is a DNS socket: remember it, so the egress
+ * hook knows its queries even after a NAT moved them to another port. */
+static __always_inline void nl_mark_dns_socket(__u64 cookie)
+{
+	__u8 one = 1;
+	bpf_map_update_elem(&nl_dns_socks, &cookie, &one, BPF_ANY);
+}
+
 /* connect4/6 and sendmsg4/6: decide, record, and return the hook's verdict. */
 static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, struct nl_dst *dst)
 {
@@ -170,7 +226,14 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 	if (!en)
 		return 1;
 
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (dst->port == NL_PORT_DNS)
+		nl_mark_dns_socket(cookie);
+
 	__u32 policy_id = en->policy_id;
+	__u32 type = ctx->type;
+	__u8 proto = type == NL_SOCK_STREAM ? NL_PROTO_TCP : type == NL_SOCK_DGRAM ? NL_PROTO_UDP : 0;
+	__u64 now = bpf_ktime_get_boot_ns();
 	struct nl_verdict v = { .policy_id = policy_id, .mode = en->mode };
 	if (nl_is_local(dst)) {
 		if (!(nl_policy_flags(policy_id) & NL_POLICY_LOG_LOOPBACK))
@@ -178,21 +241,20 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 		v.action = NL_ACTION_ALLOWED;
 		v.reason = NL_REASON_LOOPBACK;
 	} else if (dst->port == NL_PORT_DNS || dst->port == NL_PORT_DNS_TLS) {
-		nl_match_resolver(policy_id, dst, &v);
+		nl_match_resolver(policy_id, dst, proto, &v);
 	} else {
-		__u32 type = ctx->type;
-		__u8 proto = type == NL_SOCK_STREAM ? NL_PROTO_TCP :
-			     type == NL_SOCK_DGRAM  ? NL_PROTO_UDP : 0;
 		nl_match_cidr(policy_id, dst, proto, &v);
+		if (v.action == NL_ACTION_DENIED &&
+		    (nl_policy_flags(policy_id) & NL_POLICY_HAS_DOMAINS))
+			nl_match_admitted(cgroup_id, policy_id, dst, proto, now, &v);
 	}
 
-	__u64 now = bpf_ktime_get_boot_ns();
 	nl_apply_mode(en, now, &v);
 
 	struct nl_subject subj = {
 		.cgroup_id = cgroup_id,
-		.sock_cookie = bpf_get_socket_cookie(ctx),
-		.sock_type = ctx->type,
+		.sock_cookie = cookie,
+		.sock_type = type,
 		.protocol = ctx->protocol,
 		.op = op,
 	};
@@ -202,6 +264,8 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 		if (dst->asked_family == NL_FAMILY_INET)
 			dst->flags |= NL_FLAG_IPV4_MAPPED;
 	}
+	if (op == NL_OP_CONNECT && type == NL_SOCK_DGRAM)
+		dst->flags |= NL_FLAG_UDP_CONNECT;
 	nl_emit(&subj, dst, &v, now);
 	return v.action != NL_ACTION_DENIED;
 }

@@ -63,17 +63,17 @@ static __always_inline struct nl_cpu_loss *nl_cpu_loss_slot(void)
 
 /* Generic cell rate algorithm: one timestamp per cgroup, no lock. Concurrent
  * CPUs may let a few extra records through; the accounting stays exact. */
-static __always_inline int nl_take_token(struct nl_cgroup_state *st, __u64 now)
+static __always_inline int nl_take_token(__u64 *tat_ns, __u64 now)
 {
 	__u64 interval = nl_cfg.allow_interval_ns;
 	if (!interval)
 		return 1;
-	__u64 tat = st->tat_ns;
+	__u64 tat = *tat_ns;
 	if (tat < now)
 		tat = now;
 	if (tat - now > nl_cfg.allow_tolerance_ns)
 		return 0;
-	st->tat_ns = tat + interval;
+	*tat_ns = tat + interval;
 	return 1;
 }
 
@@ -92,7 +92,7 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	/* Only plain allowed records are throttled: denies, bypasses and
 	 * audit would-denies are the records someone will look for. */
 	int plain_allow = v->action == NL_ACTION_ALLOWED && !(v->flags & NL_FLAG_WOULD_DENY);
-	if (plain_allow && !nl_take_token(st, now)) {
+	if (plain_allow && !nl_take_token(&st->tat_ns, now)) {
 		__sync_fetch_and_add(&st->throttled, 1);
 		return;
 	}

@@ -17,6 +17,13 @@ struct nl_levels_def nl_levels SEC(".maps");
 struct nl_labels_def nl_labels SEC(".maps");
 struct nl_reported_def nl_reported SEC(".maps");
 struct nl_meta_def nl_meta SEC(".maps");
+struct nl_dns_events_def nl_dns_events SEC(".maps");
+struct nl_domains_def nl_domains SEC(".maps");
+struct nl_domain_ports_def nl_domain_ports SEC(".maps");
+struct nl_dns_socks_def nl_dns_socks SEC(".maps");
+struct nl_dns_scratch_def nl_dns_scratch SEC(".maps");
+struct nl_dns_admitted_def nl_dns_admitted SEC(".maps");
+struct nl_dns_queries_def nl_dns_queries SEC(".maps");
 
 const volatile struct nl_config nl_cfg = {};
 
@@ -37,6 +44,14 @@ struct nl_abi {
 	enum nl_port port;
 	enum nl_cidr_prefix cidr_prefix;
 	enum nl_writer writer;
+	enum nl_dns_verdict dns_verdict;
+	enum nl_dns_flag dns_flag;
+	/* Reached only through pointers elsewhere, which BTF records as bare names. */
+	struct nl_dns_addr_key dns_addr_key;
+	struct nl_dns_slots dns_slots;
+	struct nl_dns_query_key dns_query_key;
+	struct nl_dns_query dns_query;
+	struct nl_dns_event dns_event; /* last: it ends in its variable-size payload */
 };
 const volatile struct nl_abi nl_abi_anchor = {};
 

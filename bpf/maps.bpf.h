@@ -80,6 +80,87 @@ struct nl_levels_def {
 };
 extern struct nl_levels_def nl_levels SEC(".maps");
 
+/* DNS (dns.bpf.c and the connect hooks). Answers go to a ring of their own,
+ * so a burst of answers cannot crowd decisions out of nl_events. */
+struct nl_dns_events_def {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 2 << 20);
+};
+extern struct nl_dns_events_def nl_dns_events SEC(".maps");
+
+struct nl_domains_def {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nl_domain_key);
+	__type(value, struct nl_domain);
+};
+extern struct nl_domains_def nl_domains SEC(".maps");
+
+struct nl_domain_ports_def {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nl_domain_ports_key);
+	__type(value, struct nl_cidr_rules);
+};
+extern struct nl_domain_ports_def nl_domain_ports SEC(".maps");
+
+/* One LRU per enrolled cgroup, made by the agent on enroll: a workload that
+ * resolves a million names evicts only its own addresses and queries. Inner
+ * maps state sizes, not types: BTF would name their key and value types only
+ * by a forward declaration in units that reach them through the outer map. */
+struct nl_dns_addrs_inner {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NL_DNS_ADDRS_MAX);
+	__uint(key_size, sizeof(struct nl_dns_addr_key));
+	__uint(value_size, sizeof(struct nl_dns_slots));
+};
+
+struct nl_dns_admitted_def {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__array(values, struct nl_dns_addrs_inner);
+};
+extern struct nl_dns_admitted_def nl_dns_admitted SEC(".maps");
+
+struct nl_dns_queries_inner {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NL_DNS_QUERIES_MAX);
+	__uint(key_size, sizeof(struct nl_dns_query_key));
+	__uint(value_size, sizeof(struct nl_dns_query));
+};
+
+struct nl_dns_queries_def {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__array(values, struct nl_dns_queries_inner);
+};
+extern struct nl_dns_queries_def nl_dns_queries SEC(".maps");
+
+/* Sockets that connected or sent to port 53: behind Docker's NAT the egress
+ * hook sees the query leave for another port. Socket cookie -> unused. */
+struct nl_dns_socks_def {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+};
+extern struct nl_dns_socks_def nl_dns_socks SEC(".maps");
+
+/* The DNS parser's per-CPU working memory (dns.bpf.c lays it out): slot 0
+ * for egress (process context), 1 for ingress (softirq, which can interrupt
+ * an egress program on the same CPU). */
+struct nl_dns_scratch_def {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u8[NL_DNS_SCRATCH_BYTES]);
+};
+extern struct nl_dns_scratch_def nl_dns_scratch SEC(".maps");
+
 /* Agent-only state, pinned beside the maps the programs use. */
 struct nl_labels_def {
 	__uint(type, BPF_MAP_TYPE_HASH);

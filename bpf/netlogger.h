@@ -46,6 +46,7 @@ enum nl_op {
 	NL_OP_CONNECT = 1,
 	NL_OP_SENDMSG = 2,
 	NL_OP_SOCK_CREATE = 3,
+	NL_OP_DNS = 4, /* struct nl_dns_event, in its own ring nl_dns_events */
 };
 
 enum nl_action {
@@ -69,6 +70,9 @@ enum nl_reason {
 	NL_REASON_ICMP = 6,		     /* ping socket, decided by the policy's icmp */
 	NL_REASON_LOOPBACK = 7,		     /* loopback or unspecified address */
 	NL_REASON_BYPASS = 8,		     /* inside a bypass window */
+	NL_REASON_UNRESOLVED_IP = 9,	     /* domain rules exist; no live answer admitted it */
+	NL_REASON_DNS_OVER_TLS = 10,	     /* port 853 to anything but the policy's resolvers */
+	NL_REASON_DNS_OVER_TCP = 11,	     /* TCP/53 to anything but the policy's resolvers */
 };
 
 enum nl_flag {
@@ -77,6 +81,8 @@ enum nl_flag {
 	NL_FLAG_NAT64 = 1 << 2,	      /* 64:ff9b::/96, decided as IPv4 */
 	NL_FLAG_NO_DST = 1 << 3,      /* socket creation: no destination */
 	NL_FLAG_WOULD_DENY = 1 << 4,  /* the policy denies; audit or bypass let it pass */
+	NL_FLAG_UDP_CONNECT = 1 << 5, /* connect() of a UDP socket: sends nothing by itself
+				       * (glibc's getaddrinfo probes every candidate so) */
 };
 
 enum nl_proto {
@@ -87,6 +93,7 @@ enum nl_proto {
 enum nl_policy_flag {
 	NL_POLICY_LOG_LOOPBACK = 1 << 0,
 	NL_POLICY_ICMP_ALLOW = 1 << 1,
+	NL_POLICY_HAS_DOMAINS = 1 << 2, /* unresolved destinations get NL_REASON_UNRESOLVED_IP */
 };
 
 /* Every ring record starts with this, so the decoder can dispatch and check. */
@@ -138,6 +145,10 @@ struct nl_cgroup_state {
 	__u64 tat_ns;	    /* token bucket (GCRA) theoretical arrival time */
 	__u64 throttled;    /* allowed records dropped by the token bucket */
 	__u64 ringbuf_lost; /* records lost because the ring was full */
+	__u64 dns_seq;	    /* next DNS record sequence number (nl_dns_events) */
+	__u64 dns_tat_ns;   /* token bucket of the DNS records */
+	__u64 dns_throttled;
+	__u64 dns_ringbuf_lost;
 };
 
 /* nl_cpu_loss: per-CPU counters of what could not be recorded. */
@@ -243,11 +254,119 @@ struct nl_meta {
 	char layout[4088];
 };
 
+/* ---- DNS: answers observed and addresses admitted (bpf/dns.bpf.c) ---- */
+
+#define NL_DNS_PAYLOAD_MAX 1024 /* DNS message bytes copied into one record; power of two */
+#define NL_DNS_NAME_MAX 248	/* bytes of a reversed name in an nl_domain_key */
+#define NL_DNS_SLOTS 4		/* domain matches one admitted address can carry */
+#define NL_DNS_ADDRS_MAX 4096	/* admitted addresses per enrolled cgroup (LRU) */
+#define NL_DNS_QUERIES_MAX 1024 /* outstanding queries per enrolled cgroup (LRU) */
+#define NL_DNS_SCRATCH_BYTES 4608 /* the parser's per-CPU memory (bpf/dns.bpf.c) */
+
+enum nl_dns_verdict {
+	NL_DNS_ADMITTED = 1,	/* a matching answer from a policy resolver: addresses admitted */
+	NL_DNS_NOT_MATCHED = 2, /* a valid answer, but the question matches no domain rule */
+	NL_DNS_UNSOLICITED = 3, /* no outstanding query matches (spoofed / late): nothing admitted */
+	NL_DNS_FOREIGN = 4,	/* from a resolver the policy does not name: nothing admitted */
+	NL_DNS_MALFORMED = 5,	/* the kernel parser gave up: nothing admitted */
+};
+
+enum nl_dns_flag {
+	NL_DNS_FLAG_CUT = 1 << 0,	/* msg_len > payload_len: the record holds a prefix */
+	NL_DNS_FLAG_TCP = 1 << 1,	/* seen on a TCP/53 stream (never: TCP is not parsed) */
+	NL_DNS_FLAG_TRUNCATED = 1 << 2, /* the answer's TC bit was set: nothing admitted */
+};
+
+/* One DNS answer delivered to an enrolled cgroup; variable size. */
+struct nl_dns_event {
+	struct nl_hdr hdr; /* op = NL_OP_DNS; size = offsetof(payload) + payload_len */
+	__u64 ts_ns;	   /* CLOCK_BOOTTIME, like nl_event.ts_ns */
+	__u64 seq;	   /* per enrolled cgroup, its own DNS sequence (loss accounting) */
+	__u64 cgroup_id;   /* the enrolled cgroup the answer was delivered to */
+	__u64 sock_cookie; /* the receiving socket */
+	__u32 policy_id;
+	__u32 rule_id;	   /* the domain rule that matched, 0 when none */
+	__u8 server[16];   /* the resolver that answered; IPv4 in the first four bytes */
+	__u16 server_port; /* host order */
+	__u16 family;	   /* AF_INET or AF_INET6: the form server holds */
+	__u16 msg_len;	   /* the DNS message's length in the packet */
+	__u16 payload_len; /* bytes of it that follow (<= NL_DNS_PAYLOAD_MAX) */
+	__u16 admitted;	   /* addresses admitted into the cgroup's set by this answer */
+	__u8 verdict;	   /* enum nl_dns_verdict */
+	__u8 flags;	   /* enum nl_dns_flag */
+	__u8 pad[4];
+	__u8 payload[];	   /* the DNS message (header onwards), payload_len bytes */
+};
+
+/*
+ * nl_domains (LPM trie): (policy, reversed name) -> what a question name
+ * matches. The name is the lowercase dotted name with a leading dot, byte
+ * reversed: ".api.github.com" -> "moc.buhtig.ipa.". An exact rule's key ends
+ * in a NUL, so it matches that name only; a wildcard "*.github.com" is the
+ * prefix "moc.buhtig." and matches every name below it. A query for the
+ * wildcard's own base name also reaches that prefix: it takes apex_match_id.
+ */
+struct nl_domain_key {
+	__u32 prefixlen; /* 32 + 8 * bytes of name that count */
+	__u32 policy_id;
+	__u8 name[NL_DNS_NAME_MAX];
+};
+
+struct nl_domain {
+	__u32 match_id;	     /* nl_domain_ports key: the port rules this name admits for */
+	__u32 apex_match_id; /* wildcard only: what its base name itself matches, 0 = nothing */
+	__u16 name_len;	     /* bytes of the key's name */
+	__u8 wildcard;
+	__u8 pad;
+};
+
+/* nl_domain_ports: (policy, match id) -> the port rules of every domain rule
+ * that matches such a name (an exact rule's and every covering wildcard's). */
+struct nl_domain_ports_key {
+	__u32 policy_id;
+	__u32 match_id;
+};
+
+/* Per enrolled cgroup (nl_dns_admitted[cgroup] is an LRU of these):
+ * address -> the domain matches it was admitted for, each with its expiry. */
+struct nl_dns_addr_key {
+	__u8 family; /* enum nl_family */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct nl_dns_slot {
+	__u64 expires_ns; /* CLOCK_BOOTTIME; only ever moved later */
+	__u32 match_id;	  /* 0 = free */
+	__u32 pad;
+};
+
+struct nl_dns_slots {
+	struct nl_dns_slot slot[NL_DNS_SLOTS];
+};
+
+/* Per enrolled cgroup (nl_dns_queries[cgroup]): the queries awaiting an
+ * answer. Socket, id and question survive the NAT in front of Docker's
+ * embedded resolver; addresses and ports do not. */
+struct nl_dns_query_key {
+	__u64 sock_cookie;
+	__u16 txid;
+	__u16 qtype;
+	__u32 pad;
+};
+
+struct nl_dns_query {
+	__u64 qhash;  /* FNV-1a 64 of the lowercase dotted question name */
+	__u64 ts_ns;  /* when it was sent */
+};
+
 /* Loader-set constants (.rodata), fixed at load time. */
 struct nl_config {
 	__u64 allow_interval_ns;  /* 1e9 / allowed records per second per cgroup; 0 = no limit */
 	__u64 allow_tolerance_ns; /* (burst - 1) * allow_interval_ns */
 	__u64 wakeup_bytes;	  /* wake the agent once this much is waiting in the ring */
+	__u64 dns_ttl_floor_ns;	  /* an admitted address lives at least this long */
+	__u64 dns_ttl_cap_ns;	  /* and at most this long, whatever the TTL says */
 };
 
 _Static_assert(NL_CIDR_PREFIX_BITS == 8 * (__builtin_offsetof(struct nl_cidr_key, addr) -

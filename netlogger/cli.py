@@ -144,10 +144,11 @@ def policy_check(file: Path) -> None:
                 compiled.mode.name.lower(),
                 str(rules),
                 str(len(compiled.cidrs)),
+                str(len(compiled.domains)),
                 str(len(compiled.resolvers)),
             ]
         )
-    click.echo(table(rows, ["POLICY", "MODE", "RULES", "PREFIXES", "RESOLVERS"]))
+    click.echo(table(rows, ["POLICY", "MODE", "RULES", "PREFIXES", "DOMAINS", "RESOLVERS"]))
     click.echo(f"{file}: ok")
 
 

@@ -125,6 +125,38 @@ def _stats() -> Check:
     )
 
 
+NSCD_SOCKET = Path("/var/run/nscd/socket")
+
+
+def resolver_paths(nsswitch: Path = Path("/etc/nsswitch.conf")) -> Check:
+    """Lookups the kernel never sees: they leave the workload over a unix socket.
+
+    Domain rules admit addresses from UDP answers to the workload's own sockets.
+    nscd and nss-resolve (systemd-resolved's NSS module) resolve in another
+    process, so names looked up through them stay unresolved for the workload.
+    This reads the host's files; a container with its own /etc has its own.
+    """
+    found = []
+    hosts = [
+        line.split(":", 1)[1].split()
+        for line in (nsswitch.read_text().splitlines() if nsswitch.exists() else [])
+        if line.strip().startswith("hosts:")
+    ]
+    if any("resolve" in sources for sources in hosts):
+        found.append("nss-resolve (hosts: resolve in nsswitch.conf)")
+    if NSCD_SOCKET.exists():
+        found.append(f"nscd ({NSCD_SOCKET})")
+    if found:
+        return Check(
+            "DNS path",
+            "warn",
+            f"{' and '.join(found)} resolve outside the workload, over a unix socket: the "
+            "kernel cannot admit those answers, so domain rules deny what they resolve; "
+            "resolve over UDP (hosts: files dns) in enrolled workloads",
+        )
+    return Check("DNS path", "ok", "workloads resolve over UDP, where the kernel sees answers")
+
+
 def run_checks() -> list[Check]:
     checks = [
         _kernel(),
@@ -139,5 +171,5 @@ def run_checks() -> list[Check]:
         checks.append(_trial())
     else:
         checks.append(Check("trial load", "fail", "skipped: needs the privileges above"))
-    checks += [_stats(), Check("AF_PACKET", "warn", AF_PACKET_NOTE)]
+    checks += [_stats(), resolver_paths(), Check("AF_PACKET", "warn", AF_PACKET_NOTE)]
     return checks

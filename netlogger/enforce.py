@@ -128,12 +128,14 @@ class Enforcer:
             out.append((p.policies, compiled.id, abi.Policy(compiled.flags)))
             out += [(p.cidrs, key, rules) for key, rules in compiled.cidrs]
             out += [(p.resolvers, key, ctypes.c_uint32(rid)) for key, rid in compiled.resolvers]
+            out += [(p.domains, key, value) for key, value in compiled.domains]
+            out += [(p.domain_ports, key, rules) for key, rules in compiled.domain_ports]
         return out
 
     def _owned(self) -> Iterator[tuple[BpfMap[Any, Any], Any]]:
         """Every entry in the kernel the applier wrote, this run or an earlier one."""
         p = self.plane
-        for bpf_map in (p.policies, p.resolvers):
+        for bpf_map in (p.policies, p.resolvers, p.domains, p.domain_ports):
             for key in list(bpf_map.keys()):
                 yield bpf_map, key
         for key, rules in p.cidrs.items():
@@ -167,6 +169,9 @@ class Enforcer:
         if target.cgroup.level >= abi.MAX_LEVELS:
             raise UsageError(f"{target.cgroup.path} is deeper than {abi.MAX_LEVELS} levels")
         p, cg = self.plane, target.cgroup.id
+        # Sets first: an answer arriving the moment the cgroup is enrolled has
+        # somewhere to go. A failed enroll leaves them empty; unenroll drops them.
+        p.add_dns_sets(cg)
         undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
         with _restoring(undo):
             if p.cgroup_state.insert_new(cg, abi.CgroupState()):
@@ -184,6 +189,7 @@ class Enforcer:
         before = self.get(cgroup_id)
         self.plane.enrollments.delete(cgroup_id)
         self._update_levels()
+        self.plane.drop_dns_sets(cgroup_id)  # a governed cgroup's sets go with it
         return before
 
     def forget(self, cgroup_id: int) -> None:
@@ -193,6 +199,7 @@ class Enforcer:
             self._update_levels()
         for bpf_map in (p.labels, p.cgroup_state, p.reported):
             bpf_map.delete(cgroup_id)
+        p.drop_dns_sets(cgroup_id)
 
     def gone(self) -> list[int]:
         """Ids of enrolled or retired cgroups whose cgroup no longer exists."""

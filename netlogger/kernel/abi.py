@@ -19,6 +19,12 @@ ABI_VERSION = 2
 COMM_LEN = 16
 MAX_LEVELS = 32
 MAX_PORT_RULES = 16
+DNS_PAYLOAD_MAX = 1024
+DNS_NAME_MAX = 248
+DNS_SLOTS = 4
+DNS_ADDRS_MAX = 4096
+DNS_QUERIES_MAX = 1024
+DNS_SCRATCH_BYTES = 4608
 
 
 class Family(enum.IntEnum):
@@ -47,6 +53,7 @@ class Op(enum.IntEnum):
     CONNECT = 1
     SENDMSG = 2
     SOCK_CREATE = 3
+    DNS = 4
 
 
 class Action(enum.IntEnum):
@@ -70,6 +77,9 @@ class Reason(enum.IntEnum):
     ICMP = 6
     LOOPBACK = 7
     BYPASS = 8
+    UNRESOLVED_IP = 9
+    DNS_OVER_TLS = 10
+    DNS_OVER_TCP = 11
 
 
 class Flag(enum.IntFlag):
@@ -78,6 +88,7 @@ class Flag(enum.IntFlag):
     NAT64 = 1 << 2
     NO_DST = 1 << 3
     WOULD_DENY = 1 << 4
+    UDP_CONNECT = 1 << 5
 
 
 class Proto(enum.IntFlag):
@@ -88,6 +99,21 @@ class Proto(enum.IntFlag):
 class PolicyFlag(enum.IntFlag):
     LOG_LOOPBACK = 1 << 0
     ICMP_ALLOW = 1 << 1
+    HAS_DOMAINS = 1 << 2
+
+
+class DnsVerdict(enum.IntEnum):
+    ADMITTED = 1
+    NOT_MATCHED = 2
+    UNSOLICITED = 3
+    FOREIGN = 4
+    MALFORMED = 5
+
+
+class DnsFlag(enum.IntFlag):
+    CUT = 1 << 0
+    TCP = 1 << 1
+    TRUNCATED = 1 << 2
 
 
 # The C enum each Python enum mirrors, and the prefix its member names carry.
@@ -103,6 +129,8 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_flag": (Flag, "NL_FLAG_"),
     "nl_proto": (Proto, "NL_PROTO_"),
     "nl_policy_flag": (PolicyFlag, "NL_POLICY_"),
+    "nl_dns_verdict": (DnsVerdict, "NL_DNS_"),
+    "nl_dns_flag": (DnsFlag, "NL_DNS_FLAG_"),
 }
 
 
@@ -143,7 +171,16 @@ class Enrollment(ctypes.Structure):
 
 
 class CgroupState(ctypes.Structure):
-    _fields_ = [("seq", u64), ("tat_ns", u64), ("throttled", u64), ("ringbuf_lost", u64)]
+    _fields_ = [
+        ("seq", u64),
+        ("tat_ns", u64),
+        ("throttled", u64),
+        ("ringbuf_lost", u64),
+        ("dns_seq", u64),
+        ("dns_tat_ns", u64),
+        ("dns_throttled", u64),
+        ("dns_ringbuf_lost", u64),
+    ]
 
 
 class CpuLoss(ctypes.Structure):
@@ -212,8 +249,76 @@ class Meta(ctypes.Structure):
     _fields_ = [("abi_version", u32), ("len", u32), ("layout", ctypes.c_char * 4088)]
 
 
+class DnsEvent(ctypes.Structure):
+    """The fixed part of struct nl_dns_event; `payload_len` DNS message bytes follow."""
+
+    _fields_ = [
+        ("hdr", Hdr),
+        ("ts_ns", u64),
+        ("seq", u64),
+        ("cgroup_id", u64),
+        ("sock_cookie", u64),
+        ("policy_id", u32),
+        ("rule_id", u32),
+        ("server", u8 * 16),
+        ("server_port", u16),
+        ("family", u16),
+        ("msg_len", u16),
+        ("payload_len", u16),
+        ("admitted", u16),
+        ("verdict", u8),
+        ("flags", u8),
+        ("pad", u8 * 4),
+        ("payload", u8 * 0),
+    ]
+
+
+class DomainKey(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("policy_id", u32), ("name", u8 * DNS_NAME_MAX)]
+
+
+class Domain(ctypes.Structure):
+    _fields_ = [
+        ("match_id", u32),
+        ("apex_match_id", u32),
+        ("name_len", u16),
+        ("wildcard", u8),
+        ("pad", u8),
+    ]
+
+
+class DomainPortsKey(ctypes.Structure):
+    _fields_ = [("policy_id", u32), ("match_id", u32)]
+
+
+class DnsAddrKey(ctypes.Structure):
+    _fields_ = [("family", u8), ("pad", u8 * 3), ("addr", u8 * 16)]
+
+
+class DnsSlot(ctypes.Structure):
+    _fields_ = [("expires_ns", u64), ("match_id", u32), ("pad", u32)]
+
+
+class DnsSlots(ctypes.Structure):
+    _fields_ = [("slot", DnsSlot * DNS_SLOTS)]
+
+
+class DnsQueryKey(ctypes.Structure):
+    _fields_ = [("sock_cookie", u64), ("txid", u16), ("qtype", u16), ("pad", u32)]
+
+
+class DnsQuery(ctypes.Structure):
+    _fields_ = [("qhash", u64), ("ts_ns", u64)]
+
+
 class Config(ctypes.Structure):
-    _fields_ = [("allow_interval_ns", u64), ("allow_tolerance_ns", u64), ("wakeup_bytes", u64)]
+    _fields_ = [
+        ("allow_interval_ns", u64),
+        ("allow_tolerance_ns", u64),
+        ("wakeup_bytes", u64),
+        ("dns_ttl_floor_ns", u64),
+        ("dns_ttl_cap_ns", u64),
+    ]
 
 
 # C struct name -> mirror, for the ABI check.
@@ -233,6 +338,15 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "nl_reported": Reported,
     "nl_meta": Meta,
     "nl_config": Config,
+    "nl_dns_event": DnsEvent,
+    "nl_domain_key": DomainKey,
+    "nl_domain": Domain,
+    "nl_domain_ports_key": DomainPortsKey,
+    "nl_dns_addr_key": DnsAddrKey,
+    "nl_dns_slot": DnsSlot,
+    "nl_dns_slots": DnsSlots,
+    "nl_dns_query_key": DnsQueryKey,
+    "nl_dns_query": DnsQuery,
 }
 
 _CODES = {u8: "B", u16: "H", u32: "I", u64: "Q"}

@@ -29,8 +29,10 @@ from netlogger.errors import KernelError, NotSupportedError
 from netlogger.kernel import libbpf
 from netlogger.kernel.spec import AttachType
 
-PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 9, 18
-MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LPM_TRIE, MAP_RINGBUF = 1, 2, 6, 11, 27
+PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
+MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LRU_HASH, MAP_LPM_TRIE = 1, 2, 6, 9, 11
+MAP_HASH_OF_MAPS, MAP_RINGBUF = 13, 27
+ATTACH_CGROUP_INET_INGRESS = AttachType.CGROUP_INET_INGRESS
 ATTACH_INET_SOCK_CREATE = AttachType.CGROUP_INET_SOCK_CREATE
 ATTACH_INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 BPF_F_RDONLY_PROG = 1 << 7
@@ -38,6 +40,7 @@ BPF_F_RDONLY_PROG = 1 << 7
 # The attach type each probed program type is loaded with: a cgroup_sock_addr
 # program without one is refused before the verifier looks at it.
 ATTACH_FOR = {
+    PROG_CGROUP_SKB: ATTACH_CGROUP_INET_INGRESS,
     PROG_CGROUP_SOCK: ATTACH_INET_SOCK_CREATE,
     PROG_CGROUP_SOCK_ADDR: ATTACH_INET4_CONNECT,
 }
@@ -205,6 +208,20 @@ HELPERS = [
     (134, "ringbuf_query", "5.8"),
 ]
 
+# What the DNS hooks (cgroup_skb, bpf/dns.bpf.c) call besides map access.
+SKB_HELPERS = [
+    (1, "map_lookup_elem", "4.10"),
+    (2, "map_update_elem", "4.10"),
+    (3, "map_delete_elem", "4.10"),
+    (8, "get_smp_processor_id", "4.10"),
+    (26, "skb_load_bytes", "4.10"),
+    (46, "get_socket_cookie", "4.12"),
+    (83, "skb_ancestor_cgroup_id", "4.19"),
+    (125, "ktime_get_boot_ns", "5.8"),
+    (130, "ringbuf_output", "5.8"),
+    (181, "loop", "5.17"),
+]
+
 FEATURES: list[Feature] = [
     Feature("program type cgroup_sock_addr", "4.17", _prog(PROG_CGROUP_SOCK_ADDR)),
     Feature("program type cgroup_sock", "4.10", _prog(PROG_CGROUP_SOCK)),
@@ -216,6 +233,13 @@ FEATURES: list[Feature] = [
     Feature("map type lpm_trie", "4.11", _map(MAP_LPM_TRIE)),
     Feature("map type hash", "3.19", _map(MAP_HASH)),
     Feature("map type percpu_array", "4.6", _map(MAP_PERCPU_ARRAY)),
+    Feature("program type cgroup_skb", "4.10", _prog(PROG_CGROUP_SKB)),
+    Feature("map type lru_hash", "4.10", _map(MAP_LRU_HASH)),
+    Feature("map type hash_of_maps", "4.12", _map(MAP_HASH_OF_MAPS)),
+    *[
+        Feature(f"helper {name} in cgroup_skb", since, _helper(PROG_CGROUP_SKB, helper_id))
+        for helper_id, name, since in SKB_HELPERS
+    ],
     *[
         Feature(f"helper {name} in {kind}", since, _helper(prog_type, helper_id))
         for prog_type, kind in (

@@ -137,6 +137,7 @@ bpf_link_create = _bind("bpf_link_create", c_int, c_int, c_int, c_uint, c_void_p
 bpf_map_update_elem = _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
 bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
 bpf_map_delete_elem = _bind("bpf_map_delete_elem", c_int, c_int, c_void_p)
+bpf_map_get_fd_by_id = _bind("bpf_map_get_fd_by_id", c_int, c_uint32)
 bpf_map_get_next_key = _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
 bpf_enable_stats = _bind("bpf_enable_stats", c_int, c_uint)
 

@@ -35,30 +35,42 @@ class Settings:
     allowed_per_sec: int = 1000  # allowed records per enrolled cgroup; 0 = no limit
     allowed_burst: int = 2000
     wakeup_bytes: int = 64 << 10  # ring bytes waiting before the kernel wakes the reader
+    dns_ring_bytes: int = 2 << 20
+    # An admitted address lives for its TTL, clamped: the floor covers resolvers that
+    # answer with TTL 0 (dnsmasq for hosts-file names) and a connect soon after.
+    dns_ttl_floor_s: int = 60
+    dns_ttl_cap_s: int = 3600
 
     def __post_init__(self) -> None:
-        size = self.ring_bytes
-        if size < 4096 or size & (size - 1):
-            raise UsageError(f"ring size {size} must be a power of two of at least 4096 bytes")
+        for size in (self.ring_bytes, self.dns_ring_bytes):
+            if size < 4096 or size & (size - 1):
+                raise UsageError(f"ring size {size} must be a power of two of at least 4096 bytes")
+        if not 0 <= self.dns_ttl_floor_s <= self.dns_ttl_cap_s:
+            raise UsageError("the DNS TTL floor must be >= 0 and at most the cap")
         if self.allowed_per_sec < 0 or self.allowed_burst < 1:
             raise UsageError("allowed_per_sec must be >= 0 and allowed_burst >= 1")
 
     def config(self) -> abi.Config:
         wakeup = min(self.wakeup_bytes, self.ring_bytes // 2)
+        ttl = (self.dns_ttl_floor_s * 1_000_000_000, self.dns_ttl_cap_s * 1_000_000_000)
         if not self.allowed_per_sec:
-            return abi.Config(0, 0, wakeup)
+            return abi.Config(0, 0, wakeup, *ttl)
         interval = 1_000_000_000 // self.allowed_per_sec
-        return abi.Config(interval, (self.allowed_burst - 1) * interval, wakeup)
+        return abi.Config(interval, (self.allowed_burst - 1) * interval, wakeup, *ttl)
 
 
 def _configure(obj: int, settings: Settings) -> None:
-    libbpf.call(
-        libbpf.bpf_map__set_max_entries,
-        Op.CONFIGURE,
-        "set ring size",
-        map_handle(obj, "nl_events"),
-        settings.ring_bytes,
-    )
+    for ring, ring_size in (
+        ("nl_events", settings.ring_bytes),
+        ("nl_dns_events", settings.dns_ring_bytes),
+    ):
+        libbpf.call(
+            libbpf.bpf_map__set_max_entries,
+            Op.CONFIGURE,
+            f"set {ring} size",
+            map_handle(obj, ring),
+            ring_size,
+        )
     rodata = libbpf.call_ptr(
         libbpf.bpf_object__find_map_by_name, Op.CONFIGURE, "find .rodata", obj, b".rodata"
     )
@@ -174,6 +186,8 @@ def load(
         for name in plan.migrated:
             migrate.carry(name, pinned[name], map_fd(obj, name), old)
         migrate.write_record(plane.meta)
+        for cgroup_id, _ in plane.enrollments.items():  # enrolled before DNS sets existed
+            plane.add_dns_sets(cgroup_id)
 
         scope_fd = os.open(scope.path, os.O_RDONLY | os.O_DIRECTORY)
         fds.callback(os.close, scope_fd)

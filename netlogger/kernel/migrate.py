@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from netlogger.errors import StateError
 from netlogger.kernel import abi, libbpf
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.objinfo import map_info
-from netlogger.kernel.plane import LoadReport
-from netlogger.kernel.spec import MAPS, u32
+from netlogger.kernel.plane import LoadReport, open_inner
+from netlogger.kernel.spec import MAPS, u32, u64
 
 Layout = dict[str, dict[str, list[list[Any]]]]
 
@@ -141,6 +142,18 @@ def plan(obj_maps: dict[str, int], pinned: dict[str, int], old: Recorded | None)
     return out
 
 
+def _carry_inner(name: str, old_fd: int, new_fd: int) -> None:
+    """The same inner maps, live contents and all, under a new outer map."""
+    old: BpfMap[int, int] = BpfMap(name, old_fd, u64, u32)
+    new: BpfMap[int, int] = BpfMap(name, new_fd, u64, u32)
+    for cgroup_id, inner_id in old.items():
+        fd = open_inner(inner_id)
+        try:
+            new.update(cgroup_id, fd)
+        finally:
+            os.close(fd)
+
+
 def carry(name: str, old_fd: int, new_fd: int, old: Recorded | None) -> None:
     """Copy the entries of the pinned map `old_fd` into the new map, re-laid."""
     spec = MAPS[name]
@@ -151,6 +164,9 @@ def carry(name: str, old_fd: int, new_fd: int, old: Recorded | None) -> None:
             f"pinned map {name} has no layout record, so its entries cannot be migrated; "
             "remove the pinned state with `netlogger teardown` and enroll again"
         )
+    if spec.of_maps:
+        _carry_inner(name, old_fd, new_fd)
+        return
     info = map_info(old_fd)
     Raw = ctypes.Array[ctypes.c_uint8]
     raw = BpfMap[Raw, Raw](

@@ -13,7 +13,7 @@ from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap, PerCpuArray
 from netlogger.kernel.objinfo import map_info, prog_info
 from netlogger.kernel.ringbuf import RingReader
-from netlogger.kernel.spec import MAPS, PROGRAMS
+from netlogger.kernel.spec import INNER_MAPS, MAPS, PROGRAMS
 
 
 @dataclass
@@ -37,6 +37,27 @@ def map_fd(obj: int, name: str) -> int:
 
 def program_handle(obj: int, name: str) -> int:
     return int(libbpf.bpf_object__find_program_by_name(obj, name.encode()))
+
+
+def create_inner(outer: str) -> int:
+    """A new, empty inner map for `outer` (spec.INNER_MAPS); the caller closes the fd."""
+    spec = INNER_MAPS[outer]
+    return libbpf.call(
+        libbpf.bpf_map_create,
+        libbpf.Op.MAP,
+        f"create an inner map of {outer}",
+        spec.map_type,
+        None,
+        ctypes.sizeof(spec.key),
+        ctypes.sizeof(spec.value),
+        spec.entries,
+        None,
+    )
+
+
+def open_inner(map_id: int) -> int:
+    """An fd of the inner map with this id (an outer map's value); the caller closes it."""
+    return libbpf.call(libbpf.bpf_map_get_fd_by_id, libbpf.Op.OPEN, "open an inner map", map_id)
 
 
 class Plane:
@@ -69,6 +90,12 @@ class Plane:
         self.cpu_loss = PerCpuArray[abi.CpuLoss](
             "nl_cpu_loss", map_fd(obj, "nl_cpu_loss"), abi.CpuLoss
         )
+        self.domains = typed("nl_domains")
+        self.domain_ports = typed("nl_domain_ports")
+        self.dns_admitted = typed("nl_dns_admitted")
+        self.dns_queries = typed("nl_dns_queries")
+        self.dns_ring_fd = map_fd(obj, "nl_dns_events")
+        self.dns_ring_bytes = int(libbpf.bpf_map__max_entries(map_handle(obj, "nl_dns_events")))
         self.ring_fd = map_fd(obj, "nl_events")
         self.ring_bytes = int(libbpf.bpf_map__max_entries(map_handle(obj, "nl_events")))
         self.prog_fds = {
@@ -96,6 +123,40 @@ class Plane:
 
     def drop_old_ring(self) -> None:
         pins.map_path(self.pin_root, pins.OLD_RING).unlink(missing_ok=True)
+
+    def dns_reader(self) -> RingReader:
+        """A batch reader of the DNS ring (variable-size nl_dns_event records)."""
+        return RingReader(self.dns_ring_fd, self.dns_ring_bytes)
+
+    def add_dns_sets(self, cgroup_id: int) -> None:
+        """Give an enrolled cgroup its own admitted-address and query LRUs (kept if present)."""
+        for outer in (self.dns_admitted, self.dns_queries):
+            if outer.lookup(cgroup_id) is not None:
+                continue
+            fd = create_inner(outer.name)
+            try:
+                outer.update(cgroup_id, fd)
+            finally:
+                os.close(fd)
+
+    def drop_dns_sets(self, cgroup_id: int) -> None:
+        for outer in (self.dns_admitted, self.dns_queries):
+            outer.delete(cgroup_id)
+
+    def admitted(self, cgroup_id: int) -> dict[tuple[int, bytes], abi.DnsSlots]:
+        """(family, address bytes) -> slots, of one cgroup's admitted set."""
+        inner_id = self.dns_admitted.lookup(cgroup_id)
+        if inner_id is None:
+            return {}
+        fd = open_inner(inner_id)
+        try:
+            inner: BpfMap[abi.DnsAddrKey, abi.DnsSlots] = BpfMap(
+                "admitted", fd, abi.DnsAddrKey, abi.DnsSlots
+            )
+            size = {abi.Family.INET: 4, abi.Family.INET6: 16}
+            return {(k.family, bytes(k.addr)[: size[k.family]]): v for k, v in inner.items()}
+        finally:
+            os.close(fd)
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """(run count, run time ns) per program; counts only while kernel stats are on."""

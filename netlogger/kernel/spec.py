@@ -29,6 +29,8 @@ u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 class AttachType(enum.IntEnum):
     """enum bpf_attach_type (linux/bpf.h), named as there without `BPF_`."""
 
+    CGROUP_INET_INGRESS = 0
+    CGROUP_INET_EGRESS = 1
     CGROUP_INET_SOCK_CREATE = 2
     CGROUP_INET4_CONNECT = 10
     CGROUP_INET6_CONNECT = 11
@@ -41,6 +43,7 @@ class MapSpec:
     key: Any  # None: not read as entries (the ring)
     value: Any
     carry: bool  # entries are carried into a new map when the layout changes
+    of_maps: bool = False  # values are inner maps: carried by id, not by bytes
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,35 @@ MAPS: dict[str, MapSpec] = {
     "nl_labels": MapSpec(u64, abi.Labels, carry=True),
     "nl_reported": MapSpec(u64, abi.Reported, carry=True),
     "nl_meta": MapSpec(u32, abi.Meta, carry=False),
+    "nl_dns_events": MapSpec(None, None, carry=False),
+    "nl_domains": MapSpec(abi.DomainKey, abi.Domain, carry=True),
+    "nl_domain_ports": MapSpec(abi.DomainPortsKey, abi.CidrRules, carry=True),
+    "nl_dns_admitted": MapSpec(u64, u32, carry=True, of_maps=True),
+    "nl_dns_queries": MapSpec(u64, u32, carry=True, of_maps=True),
+    "nl_dns_socks": MapSpec(u64, ctypes.c_uint8, carry=True),
+    "nl_dns_scratch": MapSpec(u32, ctypes.c_uint8 * abi.DNS_SCRATCH_BYTES, carry=False),
+}
+
+BPF_MAP_TYPE_LRU_HASH = 9
+
+
+@dataclass(frozen=True)
+class InnerSpec:
+    """The inner map each enrolled cgroup gets in a map-of-maps (bpf/maps.bpf.h)."""
+
+    map_type: int
+    key: Any
+    value: Any
+    entries: int
+
+
+INNER_MAPS: dict[str, InnerSpec] = {
+    "nl_dns_admitted": InnerSpec(
+        BPF_MAP_TYPE_LRU_HASH, abi.DnsAddrKey, abi.DnsSlots, abi.DNS_ADDRS_MAX
+    ),
+    "nl_dns_queries": InnerSpec(
+        BPF_MAP_TYPE_LRU_HASH, abi.DnsQueryKey, abi.DnsQuery, abi.DNS_QUERIES_MAX
+    ),
 }
 
 PROGRAMS: dict[str, ProgramSpec] = {
@@ -69,4 +101,6 @@ PROGRAMS: dict[str, ProgramSpec] = {
     "nl_sendmsg4": ProgramSpec("cgroup/sendmsg4", AttachType.CGROUP_UDP4_SENDMSG),
     "nl_sendmsg6": ProgramSpec("cgroup/sendmsg6", AttachType.CGROUP_UDP6_SENDMSG),
     "nl_sock_create": ProgramSpec("cgroup/sock_create", AttachType.CGROUP_INET_SOCK_CREATE),
+    "nl_dns_ingress": ProgramSpec("cgroup_skb/ingress", AttachType.CGROUP_INET_INGRESS),
+    "nl_dns_egress": ProgramSpec("cgroup_skb/egress", AttachType.CGROUP_INET_EGRESS),
 }

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from netlogger.config.model import Policy, Rule
 from netlogger.kernel import abi
+from netlogger.policy.domains import Domain, parse_domain
 
 Located = tuple[tuple[str | int, ...], str]  # (path in the config, message)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -44,6 +45,8 @@ class CompiledPolicy:
     flags: abi.PolicyFlag
     cidrs: list[tuple[abi.CidrKey, abi.CidrRules]] = field(default_factory=list)
     resolvers: list[tuple[abi.ResolverKey, int]] = field(default_factory=list)
+    domains: list[tuple[abi.DomainKey, abi.Domain]] = field(default_factory=list)
+    domain_ports: list[tuple[abi.DomainPortsKey, abi.CidrRules]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,14 +122,6 @@ def _value(
         return None
 
 
-def domain_problems(domain: str) -> list[str]:
-    """What is wrong with a `domain:` rule; the one place that decides whether they are valid."""
-    return [
-        "domain rules need DNS-answer tracking, which this version does not have yet; "
-        "use a cidr rule"
-    ]
-
-
 def _rule_name(policy: str, index: int, rule: Rule) -> str:
     return rule.name or f"{policy}.allow[{index}]"
 
@@ -165,6 +160,65 @@ def _cidr_entries(
     return entries, problems
 
 
+def _port_rules_of(
+    policy: str, policy_id: int, rules: list[tuple[Domain, list[abi.PortRule]]], name: str
+) -> tuple[int, abi.CidrRules | None]:
+    """Match id and port rules for a name: those of every rule matching it, most specific first."""
+    matching = [(d, prs) for d, prs in rules if d.matches(name)]
+    if not matching:
+        return 0, None
+    matching.sort(key=lambda item: (item[0].wildcard, -len(item[0].base)))
+    flat = [pr for _, prs in matching for pr in prs]
+    if len(flat) > abi.MAX_PORT_RULES:
+        raise ValueError(
+            f"{name} collects {len(flat)} port rules from the domain rules that match it; "
+            f"at most {abi.MAX_PORT_RULES} fit"
+        )
+    match_id = stable_id(policy, "domains", *(str(d) for d, _ in matching))
+    out = abi.CidrRules(len(flat))
+    for i, pr in enumerate(flat):
+        out.rules[i] = pr
+    return match_id, out
+
+
+def _domain_entries(
+    compiled: CompiledPolicy, rules: list[tuple[Domain, list[abi.PortRule]]]
+) -> list[str]:
+    """Fill compiled.domains/domain_ports: one LPM entry per distinct rule name.
+
+    A name the trie reaches through an entry gets every rule that matches it: an
+    exact rule's own and those of every wildcard above it. A wildcard's entry
+    also answers for its base name itself (the apex), which only the wildcards
+    above it match.
+    """
+    problems: list[str] = []
+    ports: dict[int, abi.CidrRules] = {}
+    for domain in dict.fromkeys(d for d, _ in rules):
+        # A name just below a wildcard's base stands for every name the entry reaches.
+        probe = f"x.{domain.base}" if domain.wildcard else domain.base
+        try:
+            match_id, port_rules = _port_rules_of(compiled.name, compiled.id, rules, probe)
+            apex_id, apex_rules = (
+                _port_rules_of(compiled.name, compiled.id, rules, domain.base)
+                if domain.wildcard
+                else (0, None)
+            )
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        for mid, prs in ((match_id, port_rules), (apex_id, apex_rules)):
+            if mid and prs is not None:
+                ports[mid] = prs
+        name = domain.key_name()
+        key = abi.DomainKey(32 + 8 * len(name), compiled.id, (abi.u8 * abi.DNS_NAME_MAX)(*name))
+        value = abi.Domain(match_id, apex_id, len(name), int(domain.wildcard))
+        compiled.domains.append((key, value))
+    compiled.domain_ports = [
+        (abi.DomainPortsKey(compiled.id, mid), prs) for mid, prs in sorted(ports.items())
+    ]
+    return problems
+
+
 def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
     where: tuple[str | int, ...] = ("policies", name)
     problems: list[Located] = []
@@ -179,28 +233,45 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
     compiled = CompiledPolicy(name, stable_id(name), mode, flags)
 
     port_rules: list[tuple[Network, abi.PortRule]] = []
+    domain_rules: list[tuple[Domain, list[abi.PortRule]]] = []
     for i, rule in enumerate(policy.allow):
         at = (*where, "allow", i)
         # Every bad value of a rule is reported, not only the first.
         cidr_only = rule.cidr is not None and rule.domain is None
+        domain_only = rule.domain is not None and rule.cidr is None
         net = _value(problems, (*at, "cidr"), _network, rule) if cidr_only else None
+        domain = (
+            _value(problems, (*at, "domain"), parse_domain, rule.domain) if domain_only else None
+        )
         ranges = _value(problems, (*at, "ports"), parse_ports, rule.ports)
-        if (rule.cidr is None) == (rule.domain is None):
+        if not cidr_only and not domain_only:
             problems.append((at, "give exactly one of cidr or domain"))
             continue
-        if rule.domain is not None:
-            problems += [((*at, "domain"), p) for p in domain_problems(rule.domain)]
+        if domain_only and not policy.dns.resolvers:
+            problems.append(
+                (
+                    (*at, "domain"),
+                    "a domain rule needs dns.resolvers: addresses are admitted only from "
+                    "answers of the policy's resolvers",
+                )
+            )
             continue
-        rule_id = stable_id(name, "allow", rule.name or f"{rule.cidr}|{rule.ports}|{rule.proto}")
+        target = rule.cidr if cidr_only else rule.domain
+        rule_id = stable_id(name, "allow", rule.name or f"{target}|{rule.ports}|{rule.proto}")
         if rule_id in out.rules:
             problems.append((at, f"duplicates {out.rules[rule_id].name}"))
             continue
-        if net is None or ranges is None:
+        if ranges is None or (net is None and domain is None):
             continue
         out.rules[rule_id] = RuleInfo(rule_id, name, _rule_name(name, i, rule))
-        port_rules += [
-            (net, abi.PortRule(lo, hi, _PROTOS[rule.proto], rule_id=rule_id)) for lo, hi in ranges
-        ]
+        prs = [abi.PortRule(lo, hi, _PROTOS[rule.proto], rule_id=rule_id) for lo, hi in ranges]
+        if net is not None:
+            port_rules += [(net, pr) for pr in prs]
+        elif domain is not None:
+            domain_rules.append((domain, prs))
+    if domain_rules:
+        compiled.flags |= abi.PolicyFlag.HAS_DOMAINS
+        problems += [((*where, "allow"), text) for text in _domain_entries(compiled, domain_rules)]
 
     entries, closure_problems = _cidr_entries(compiled.id, port_rules, (*where, "allow"))
     compiled.cidrs = entries

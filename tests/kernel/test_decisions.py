@@ -226,11 +226,7 @@ def test_dns_only_to_the_policy_resolvers(enrolled, spawn, read) -> None:
     ok, bad_udp, bad_dot = read()
     assert (ok.action, ok.reason, ok.rule) == ("allowed", "resolver", "default.dns.resolvers[0]")
     assert (bad_udp.action, bad_udp.reason) == ("denied", "resolver_not_allowed")
-    assert (bad_dot.action, bad_dot.reason, bad_dot.dst_port) == (
-        "denied",
-        "resolver_not_allowed",
-        "853",
-    )
+    assert (bad_dot.action, bad_dot.reason, bad_dot.dst_port) == ("denied", "dns_over_tls", "853")
 
 
 def test_loopback_passes_unrecorded_unless_asked(enrolled, spawn, read) -> None:

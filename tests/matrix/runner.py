@@ -79,6 +79,15 @@ GUEST_TESTS = [
     # pinned ABI 1 keys upgraded in place; a policy re-apply opens no deny window
     "tests/kernel/test_migration.py::test_abi_1_families_and_writers_are_upgraded",
     "tests/kernel/test_reapply.py::test_reapply_never_denies_what_both_sets_allow",
+    # DNS: the cgroup_skb programs verify (bpf_loop) and admit before the answer arrives
+    "tests/kernel/test_dns.py::test_fresh_names_admit_before_the_answer_arrives",
+    "tests/kernel/test_dns.py::test_a_name_no_rule_matches_stays_unresolved",
+    "tests/kernel/test_dns.py::test_forty_address_answer_is_admitted_whole",
+    "tests/kernel/test_dns.py::test_cname_chain_admits_the_target_under_the_alias_rule",
+    "tests/kernel/test_dns.py::test_spoofed_answers_admit_nothing",
+    "tests/kernel/test_dns.py::test_crafted_packets_through_the_real_hook_admit_nothing",
+    "tests/kernel/test_dns.py::test_admission_goes_on_with_the_agent_killed",
+    "tests/kernel/test_dns.py::test_resolver_bypass_reasons",
     # every probe on this kernel, and missing features named by doctor and the loader
     "tests/matrix/test_features.py",
 ]

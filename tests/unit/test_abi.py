@@ -54,6 +54,11 @@ def test_constants_match_header() -> None:
         ("NL_COMM_LEN", abi.COMM_LEN),
         ("NL_MAX_LEVELS", abi.MAX_LEVELS),
         ("NL_MAX_PORT_RULES", abi.MAX_PORT_RULES),
+        ("NL_DNS_PAYLOAD_MAX", abi.DNS_PAYLOAD_MAX),
+        ("NL_DNS_NAME_MAX", abi.DNS_NAME_MAX),
+        ("NL_DNS_SLOTS", abi.DNS_SLOTS),
+        ("NL_DNS_ADDRS_MAX", abi.DNS_ADDRS_MAX),
+        ("NL_DNS_QUERIES_MAX", abi.DNS_QUERIES_MAX),
     ]:
         assert f"#define {name} {value}" in header
 

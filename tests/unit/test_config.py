@@ -13,7 +13,7 @@ from netlogger.config.check import check_source, validate
 from netlogger.config.model import JsonlSink, OtlpSink
 from netlogger.config.source import MAX_BYTES, parse
 from netlogger.errors import ConfigError
-from netlogger.kernel import cgroup
+from netlogger.kernel import abi, cgroup
 
 MOUNT = cgroup.find_mount().path  # /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts
 
@@ -81,7 +81,7 @@ def on_this_host(text: str, tmp_path: Path) -> str:
     )
 
 
-def test_design_example_is_accepted_except_the_domain_rule_we_lack(tmp_path: Path) -> None:
+def test_design_example_is_accepted_with_a_domain_rule(tmp_path: Path) -> None:
     example = on_this_host(DESIGN_EXAMPLE, tmp_path)
     checked = check_source(parse(example, "c.yaml"))
     assert [type(s).__name__ for s in checked.config.sinks] == [
@@ -98,10 +98,9 @@ def test_design_example_is_accepted_except_the_domain_rule_we_lack(tmp_path: Pat
         '      - {cidr: "2001:db8::/32", ports: [443]}\n'
         '      - {domain: "*.github.com", ports: [443]}\n',
     )
-    assert problems(with_domain) == [
-        "p.yaml:18: policies.default.allow[2].domain: domain rules need DNS-answer tracking, "
-        "which this version does not have yet; use a cidr rule"
-    ]
+    compiled = check_source(parse(with_domain, "c.yaml")).policies.policies["default"]
+    assert [bytes(k.name).rstrip(b"\0") for k, _ in compiled.domains] == [b"moc.buhtig."]
+    assert compiled.flags & abi.PolicyFlag.HAS_DOMAINS
 
 
 def test_every_structural_problem_is_located() -> None:
@@ -115,8 +114,8 @@ def test_every_structural_problem_is_located() -> None:
         "65535, low to high"
     ) in found
     assert (
-        "p.yaml:14: policies.second.allow[1].domain: domain rules need DNS-answer tracking, "
-        "which this version does not have yet; use a cidr rule"
+        "p.yaml:14: policies.second.allow[1].domain: a domain rule needs dns.resolvers: "
+        "addresses are admitted only from answers of the policy's resolvers"
     ) in found
     assert "p.yaml:15: policies.second.allow[2]: give exactly one of cidr or domain" in found
     # The schema errors hide none of `default`'s value errors (listed in the next test).
@@ -172,7 +171,7 @@ def test_policy_check_cli_exit_codes(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[1].split() == ["default", "enforce", "3", "2", "1"]
+    assert ok.stdout.splitlines()[1].split() == ["default", "enforce", "3", "2", "0", "1"]
     failed = subprocess.run(
         [sys.executable, "-m", "netlogger", "policy", "check", str(bad)],
         capture_output=True,
@@ -360,12 +359,51 @@ def test_a_policy_file_holds_only_policies_and_hides_nothing(tmp_path: Path) -> 
 
 
 def test_the_domain_check_hides_no_other_value_of_its_rule() -> None:
-    assert problems("policies:\n  default:\n    allow: [{domain: a.example, ports: [0]}]\n") == [
-        "p.yaml:3: policies.default.allow[0].ports: bad port 0: ports run from 1 to 65535, low "
+    text = "policies:\n  default:\n    dns: {resolvers: [10.0.0.53]}\n    allow:\n"
+    assert problems(text + "      - {domain: a..example, ports: [0]}\n") == [
+        "p.yaml:5: policies.default.allow[0].domain: domain 'a..example' has an empty label",
+        "p.yaml:5: policies.default.allow[0].ports: bad port 0: ports run from 1 to 65535, low "
         "to high",
-        "p.yaml:3: policies.default.allow[0].domain: domain rules need DNS-answer tracking, "
-        "which this version does not have yet; use a cidr rule",
     ]
+
+
+@pytest.mark.parametrize(
+    ("domain", "problem"),
+    [
+        ("a*.example.com", "a wildcard is only allowed as the first label, `*.`"),
+        ("*..", "names no host"),
+        ("bücher.example", "is not ASCII: write its punycode (xn--) form"),
+        ("-a.example", "may hold only letters, digits, '-' and '_'"),
+        ("a" * 64 + ".example", "is longer than 63 characters"),
+        (("a" * 60 + ".") * 5 + "example", "is longer than 246 characters"),
+        ("a b.example", "may hold only letters, digits"),
+    ],
+)
+def test_malformed_domains_are_rejected_with_their_location(domain: str, problem: str) -> None:
+    text = (
+        "policies:\n  default:\n    dns: {resolvers: [10.0.0.53]}\n"
+        f"    allow:\n      - {{domain: {domain!r}}}\n"
+    )
+    (found,) = problems(text)
+    assert found.startswith("p.yaml:5: policies.default.allow[0].domain: domain ")
+    assert problem in found
+
+
+def test_domain_keys_are_reversed_names_exact_ones_terminated() -> None:
+    text = (
+        "policies:\n  default:\n    dns: {resolvers: [10.0.0.53]}\n    allow:\n"
+        "      - {domain: API.GitHub.com., ports: [443], name: api}\n"
+        "      - {domain: '*.github.com', ports: [80], name: wild}\n"
+    )
+    compiled = check_source(parse(text, "p.yaml")).policies.policies["default"]
+    entries = {bytes(k.name)[: v.name_len]: (k.prefixlen, v) for k, v in compiled.domains}
+    exact, wild = entries[b"moc.buhtig.ipa.\0"], entries[b"moc.buhtig."]
+    assert (exact[0], exact[1].wildcard, wild[0], wild[1].wildcard) == (32 + 128, 0, 32 + 88, 1)
+    ports = {k.match_id: [r.port_lo for r in v.rules[: v.count]] for k, v in compiled.domain_ports}
+    # The exact name gets its own rule first, then the wildcard's; the apex of *.github.com
+    # (github.com itself) matches nothing.
+    assert (ports[exact[1].match_id], ports[wild[1].match_id]) == ([443, 80], [80])
+    assert wild[1].apex_match_id == 0
     # A cidr of the wrong type is cut away; the rule's ports are still checked, and its
     # "give exactly one of cidr or domain" (which only the cut makes true) is left out.
     assert problems("policies:\n  default:\n    allow: [{cidr: 5, ports: [0]}]\n") == [
