@@ -168,6 +168,10 @@ class Decoder:
         """The wall clock now, formatted as record timestamps are."""
         return self._ts(time.clock_gettime_ns(time.CLOCK_REALTIME))
 
+    def timestamp(self, boot_ns: int) -> str:
+        """A kernel (CLOCK_BOOTTIME) time, formatted as record timestamps are."""
+        return self._ts(boot_ns + self._offset)
+
     def resync_clock(self) -> None:
         """Re-read the boot->wall offset (wall time may have been stepped)."""
         self._offset = boot_to_wall_ns()
