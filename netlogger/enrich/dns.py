@@ -19,6 +19,12 @@ ago. Times are CLOCK_BOOTTIME nanoseconds, as the kernel stamps records.
 The cache is persisted in the agent's state directory (bounded, written
 atomically), so after a restart records are not anonymous until the next
 lookup. A file from another boot is ignored: its clock no longer applies.
+The kernel's admitted-address sets cannot serve instead: they hold which
+rule admitted an address, not the name a workload asked for, and nothing for
+names outside the rules.
+
+Not thread-safe: the pump calls `enrich`; whoever expires, snapshots or
+forgets holds the pump's lock.
 """
 
 from __future__ import annotations
@@ -122,6 +128,24 @@ def _boot_id() -> str:
         return ""
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a reader, or the next agent, sees the old file or the new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class DnsEnricher:
     """Observes answers per cgroup; sets `dst_host` and `dns.*` on decision records."""
 
@@ -195,8 +219,9 @@ class DnsEnricher:
             rec.dns_names_sharing_ip = sorted(e.qname for e in live)
 
     def forget(self, cgroup_id: int) -> None:
-        if self._cgroups.pop(str(cgroup_id), None) is not None:
-            self.changed = True
+        """Keeps the names: an enrollment change (labels, mode, policy; the container
+        watcher re-enrolls every container at start) leaves what the cgroup resolved
+        true. After an unenroll its entries simply expire; cgroup ids are not reused."""
 
     def expire(self, now_ns: int) -> int:
         """Drop entries past their TTL and grace; returns how many went."""
@@ -223,30 +248,16 @@ class DnsEnricher:
 
     # -- across restarts --------------------------------------------------
 
-    def save(self, path: Path) -> None:
-        """Write the cache to `path` atomically: a reader sees the old file or the new one."""
+    def snapshot(self) -> bytes:
+        """The cache as the state file holds it (newest PERSIST_MAX entries)."""
         entries = [
             _Persisted(cg, ip, e.qname, list(e.cname_chain), e.answered_ns, e.ttl, e.expires_ns)
             for cg, cache in self._cgroups.items()
             for (ip, _), e in cache.order.items()
         ]
         entries.sort(key=lambda p: p.answered_ns)
-        state = _StateFile(1, _boot_id(), entries[-PERSIST_MAX:])
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with tmp.open("wb") as f:
-                f.write(msgspec.json.encode(state))
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        finally:
-            tmp.unlink(missing_ok=True)
         self.changed = False
+        return msgspec.json.encode(_StateFile(1, _boot_id(), entries[-PERSIST_MAX:]))
 
     def load(self, path: Path, now_ns: int) -> int:
         """Restore what `path` holds that is still live; returns how many entries came back.

@@ -20,7 +20,6 @@ import collections
 import ipaddress
 import socket
 import struct
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dns.exception
@@ -32,6 +31,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from netlogger.kernel import abi
+from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.record import EVENT_NAMES, DnsRecord
 
 _FIXED = abi.unpacker(abi.DnsEvent)
@@ -140,22 +140,18 @@ def server_ip(family: int, raw: bytes) -> str:
 
 
 class DnsDecoder:
-    """Turns nl_dns_event ring records into DnsRecords: the `Op.DNS` entry of Decoder.kinds."""
+    """Turns nl_dns_event ring records into DnsRecords, as the `Op.DNS` entry of Decoder.kinds."""
 
-    def __init__(
-        self,
-        timestamp: Callable[[int], str],
-        rule_name: Callable[[int], str | None],
-        policy_name: Callable[[int], str],
-        host_name: str = "",
-    ) -> None:
-        self.timestamp = timestamp
-        self.rule_name = rule_name
-        self.policy_name = policy_name
-        self.host_name = host_name
-        self.skipped: collections.Counter[str] = collections.Counter()  # ring records dropped
+    def __init__(self, decoder: Decoder) -> None:
+        """Joins `decoder`: its clock, names and counters; skips count as `dns_<why>`."""
+        self.timestamp = decoder.timestamp
+        self.rule_name = decoder.rule_name
+        self.policy_name = decoder.policy_name
+        self.host_name = decoder.host_name
+        self.skipped = decoder.skipped
+        self.unknown = decoder.unknown
         self.unreadable: collections.Counter[str] = collections.Counter()  # messages, by error
-        self.unknown: collections.Counter[str] = collections.Counter()
+        decoder.kinds[abi.Op.DNS] = self.decode
 
     def _check(self, raw: bytes, v: tuple[int | bytes, ...]) -> str | None:
         if v[_F["version"]] != abi.ABI_VERSION:
@@ -170,12 +166,12 @@ class DnsDecoder:
 
     def decode(self, raw: bytes) -> DnsRecord | None:
         if len(raw) < FIXED_SIZE:
-            self.skipped["short"] += 1
+            self.skipped["dns_short"] += 1
             return None
         v = _FIXED.unpack_from(raw)
         why = self._check(raw, v)
         if why:
-            self.skipped[why] += 1
+            self.skipped["dns_" + why] += 1
             return None
         (op, version, size, cpu, ts_ns, seq, cgroup_id, cookie, policy_id, rule_id, server,
          port, family, msg_len, payload_len, admitted, verdict, flags, pad) = v  # fmt: skip
@@ -219,6 +215,3 @@ class DnsDecoder:
             rec.cname_chain = list(answer.cname_chain) or None
             rec.ttl = min((t for _, t in answer.addresses), default=None)
         return rec
-
-    def decode_all(self, raws: Iterable[bytes]) -> list[DnsRecord]:
-        return [d for d in map(self.decode, raws) if d is not None]

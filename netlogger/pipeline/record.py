@@ -64,8 +64,6 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     dns_names_sharing_ip: list[str] | None = msgspec.field(
         name="dns.names_sharing_ip", default=None
     )
-    # A connect the kernel marked as glibc getaddrinfo's RFC 3484 address-sorting probe.
-    dns_probe: bool | None = msgspec.field(name="dns.probe", default=None)
 
 
 class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
@@ -139,7 +137,6 @@ GAP_KINDS = {
     "dns_ringbuf_full": "DNS records the kernel could not reserve because the DNS ring was full",
     "dns_queue_full": "DNS records a sink's queue in the agent had no room for",
     "dns_sink_failed": "DNS records a sink raised an error on and did not take",
-    "dns_undecodable": "DNS ring records the agent could not decode",
 }
 
 # The record union is open: a new kind is a Struct here, added to RingItem when

@@ -11,7 +11,7 @@ import dns.rcode
 import msgspec
 import pytest
 
-from netlogger.enrich.dns import STATE_FILE, DnsEnricher
+from netlogger.enrich.dns import STATE_FILE, DnsEnricher, write_atomically
 from netlogger.kernel import abi
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import FIXED_SIZE, Answer, DnsDecoder, parse_answer
@@ -27,9 +27,11 @@ CHAIN = (
 )
 
 
-def dns_decoder() -> DnsDecoder:
+def dns_decoder() -> Decoder:
+    """The agent's decoder, with DNS records joined to its op table."""
     d = Decoder(lambda r: {5: "web"}.get(r), lambda p: {9: "default"}.get(p, "?"), "host-1")
-    return DnsDecoder(d.timestamp, d.rule_name, d.policy_name, "host-1")
+    DnsDecoder(d)
+    return d
 
 
 def connect(ip: str, at_ns: int, cgroup_id: int = 42) -> Record:
@@ -169,21 +171,21 @@ def test_ring_record_decodes_to_a_dns_record() -> None:
 
 
 def test_unreadable_message_still_yields_a_record_and_is_counted() -> None:
-    d = dns_decoder()
+    d = Decoder(lambda r: None, lambda p: "default")
+    dns = DnsDecoder(d)
     rec = d.decode(dns_event(b"\xff" * 40, verdict=abi.DnsVerdict.MALFORMED))
-    assert rec is not None
+    assert isinstance(rec, DnsRecord)
     assert (rec.verdict, rec.parse_error, rec.qname) == ("malformed", "BadPointer", None)
-    assert d.unreadable == {"BadPointer": 1}
+    assert dns.unreadable == {"BadPointer": 1} and d.skipped == {}
 
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
     [
-        (dns_event(b"")[: FIXED_SIZE - 1], "short"),
-        (dns_event(b"abc", version=9), "version"),
-        (dns_event(b"abc", op=abi.Op.CONNECT), "unknown_op"),
-        (dns_event(b"abc", size=FIXED_SIZE + 4), "size"),
-        (dns_event(b"abc", payload_len=2), "size"),
+        (dns_event(b"")[: FIXED_SIZE - 1], "dns_short"),
+        (dns_event(b"abc", version=9), "dns_version"),
+        (dns_event(b"abc", size=FIXED_SIZE + 4), "dns_size"),
+        (dns_event(b"abc", payload_len=2), "dns_size"),
     ],
 )
 def test_bad_ring_records_are_skipped_by_kind(raw: bytes, kind: str) -> None:
@@ -277,11 +279,11 @@ def test_ipv6_and_mapped_addresses_match_the_decoders_form() -> None:
     assert label(cache, connect("198.18.3.3", 2 * S)).dst_host == "m.example.com"
 
 
-def test_forget_drops_the_cgroup() -> None:
+def test_an_enrollment_change_keeps_the_names() -> None:
     cache = DnsEnricher()
     cache.enrich([answer("a.example.com", "198.18.1.1", at=1 * S)])
     cache.forget(42)
-    assert label(cache, connect("198.18.1.1", 2 * S)).dst_host is None
+    assert label(cache, connect("198.18.1.1", 2 * S)).dst_host == "a.example.com"
 
 
 def test_records_without_destination_pass_untouched() -> None:
@@ -300,7 +302,7 @@ def test_saved_cache_restores_what_is_still_live(tmp_path: Path) -> None:
     old = DnsEnricher(floor_s=0, grace_s=0)
     old.enrich([answer("short.example.com", "198.18.1.1", ttl=1, at=1 * S)])
     old.enrich([answer("long.example.com", "198.18.1.2", ttl=600, chain=("c.net",), at=1 * S)])
-    old.save(path)
+    write_atomically(path, old.snapshot())
     assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]  # no temporary left behind
     new = DnsEnricher()
     assert new.load(path, now_ns=5 * S) == 1
@@ -318,7 +320,7 @@ def test_a_file_from_another_boot_or_corrupt_restores_nothing(tmp_path: Path) ->
     path = tmp_path / STATE_FILE
     old = DnsEnricher()
     old.enrich([answer("a.example.com", "198.18.1.1", at=1 * S)])
-    old.save(path)
+    write_atomically(path, old.snapshot())
     data = json.loads(path.read_text())
     data["boot_id"] = "another-boot"
     path.write_text(json.dumps(data))

@@ -28,8 +28,10 @@ VALID = response(
 )
 
 
-def _decoder() -> DnsDecoder:
-    return DnsDecoder(lambda ns: "ts", lambda r: None, lambda p: "default")
+def _decoder() -> Decoder:
+    d = Decoder(lambda r: None, lambda p: "default")
+    DnsDecoder(d)
+    return d
 
 
 def _check(wire: bytes) -> None:
