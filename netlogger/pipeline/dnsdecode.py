@@ -173,9 +173,9 @@ class DnsDecoder:
         if why:
             self.skipped["dns_" + why] += 1
             return None
-        (op, version, size, cpu, ts_ns, seq, cgroup_id, cookie, policy_id, rule_id, server,
-         port, family, msg_len, payload_len, admitted, verdict, flags, pad) = v  # fmt: skip
-        del op, version, size, cpu, pad
+        (op, version, size, cpu, ts_ns, seq, cgroup_id, cookie, policy_id, rule_id, server, port,
+         family, msg_len, payload_len, admitted, verdict, flags, pad, payload) = v  # fmt: skip
+        del op, version, size, cpu, pad, payload  # payload: the flexible array, b""
         if verdict not in _VERDICTS:
             self.unknown["dns_verdict"] += 1
         cut = bool(flags & abi.DnsFlag.CUT)
