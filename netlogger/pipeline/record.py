@@ -53,6 +53,9 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     rule: str | None = None
     dst_ip: str | None = None
     dst_port: str | None = None
+    # connect() of a UDP socket: it sends nothing by itself, and glibc's getaddrinfo
+    # does it to every candidate address to sort them (RFC 3484), so not an alert.
+    udp_connect: bool | None = None
     attribution: str | None = None
     dst_host: str | None = None  # the name the workload asked for (the question, not a CNAME)
     # DNS evidence for dst_host (enrich/dns.py): what the agent saw the workload resolve.
@@ -137,6 +140,7 @@ GAP_KINDS = {
     "dns_ringbuf_full": "DNS records the kernel could not reserve because the DNS ring was full",
     "dns_queue_full": "DNS records a sink's queue in the agent had no room for",
     "dns_sink_failed": "DNS records a sink raised an error on and did not take",
+    "dns_spool_evicted": "DNS records evicted from a sink's on-disk spool to respect its size cap",
 }
 
 # The record union is open: a new kind is a Struct here, added to RingItem when
