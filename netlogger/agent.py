@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netlogger import control, privileges
 from netlogger.config.check import Checked
@@ -148,7 +149,9 @@ class Agent:
             self._started,
             os.getpid(),
         )
-        self.reporter = Reporter(info, self.plane, self.enforcer, self.pump, self.fanout)
+        self.reporter = Reporter(
+            info, self.plane, self.enforcer, self.pump, self.fanout, self._dns_status
+        )
         self.commands = Commands(
             self.enforcer,
             self.pump,
@@ -179,7 +182,7 @@ class Agent:
             lambda pid: by_id[pid].name if pid in by_id else f"unknown({pid})",
             self.host_name,
         )
-        DnsDecoder(decoder)
+        self.dns_decoder = DnsDecoder(decoder)
         labels = self.plane.labels.lookup
         losses = LossLedger(
             self.plane, decoder.now, self.host_name, lambda cg: attribution_of(labels(cg))
@@ -211,6 +214,11 @@ class Agent:
             self._already_written(sinks, reader),
             answers,
         )
+
+    def _dns_status(self) -> dict[str, Any]:
+        with self.pump.lock:
+            cache = self.dns.stats()
+        return {"cache": cache, "unreadable": dict(self.dns_decoder.unreadable)}
 
     def _dns_state(self) -> Path:
         return self.options.state_dir / STATE_FILE
