@@ -40,11 +40,9 @@ def unsupported(root: Path) -> list[str]:
     nscd = next((s for s in NSCD_SOCKETS if (root / s).exists()), None)
     if nscd:
         found.append(f"nscd (/{nscd})")
-    servers = [line.split()[1:2] for line in _read(root / "etc/resolv.conf")]
-    if [RESOLVED_STUB] in servers:
-        found.append(
-            f"systemd-resolved stub (nameserver {RESOLVED_STUB}: name it in dns.resolvers)"
-        )
+    words = [line.split() for line in _read(root / "etc/resolv.conf")]
+    if ["nameserver", RESOLVED_STUB] in (w[:2] for w in words):
+        found.append(f"systemd-resolved stub ({RESOLVED_STUB}: name it in dns.resolvers)")
     return found
 
 
