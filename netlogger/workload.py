@@ -112,6 +112,15 @@ def connect_established(addr: str, port: int) -> int:
         return _errno(lambda: s.connect((addr, port)))
 
 
+def exchange(addr: str, port: int, payload: str) -> str:
+    """One UDP datagram out, the reply back (hex both ways): a DNS query the parent
+    made, sent from the workload so the kernel binds the answer to its socket."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(bytes.fromhex(payload), (addr, port))
+        return s.recv(65535).hex()
+
+
 _listener: socket.socket | None = None
 # Each takes the keyword arguments of a JSON command line.
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -124,6 +133,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "join_cgroup": join_cgroup,
     "listen": listen,
     "connect_established": connect_established,
+    "exchange": exchange,
 }
 
 
