@@ -30,7 +30,7 @@ forgets holds the pump's lock.
 from __future__ import annotations
 
 import collections
-import ipaddress
+import functools
 import logging
 import os
 import socket
@@ -53,6 +53,7 @@ STATE_FILE = "dns-cache.json"
 _NS = 1_000_000_000
 _MS = 1_000_000
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_MAPPED = b"\0" * 10 + b"\xff\xff"
 # Answers whose names label connects: a policy resolver's answer to a query the
 # workload made, or (bypass, audit) a resolver the policy does not name. Unsolicited
 # answers may be spoofed, and what the kernel could not parse it did not bind to a query.
@@ -68,14 +69,15 @@ class Entry:
     expires_ns: int
 
 
+@functools.lru_cache(maxsize=65536)
 def address_key(address: str) -> str:
-    """An answer's address in the form the decoder gives `dst_ip`."""
-    addr = ipaddress.ip_address(address)
-    if addr.version == 4:
-        return str(addr)
-    if addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return socket.inet_ntop(socket.AF_INET6, addr.packed)
+    """An answer's address in the form the decoder gives `dst_ip` (inet_ntop's)."""
+    if ":" not in address:
+        return socket.inet_ntoa(socket.inet_aton(address))
+    packed = socket.inet_pton(socket.AF_INET6, address)
+    if packed[:12] == _MAPPED:
+        return socket.inet_ntoa(packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed)
 
 
 class _Cgroup:
@@ -281,7 +283,7 @@ class DnsEnricher:
                 continue
             try:
                 ip = address_key(p.ip)
-            except ValueError:
+            except OSError:  # not an address: a file edited by hand
                 continue
             cache = self._cgroups.setdefault(p.cgroup_id, _Cgroup())
             cache.put(ip, Entry(p.qname, tuple(p.cname_chain), p.answered_ns, p.ttl, p.expires_ns))

@@ -328,3 +328,20 @@ def test_a_file_from_another_boot_or_corrupt_restores_nothing(tmp_path: Path) ->
     path.write_bytes(b'{"version": 1, "boot_')
     assert DnsEnricher().load(path, 2 * S) == 0
     assert DnsEnricher().load(tmp_path / "absent.json", 2 * S) == 0
+
+
+def test_a_repeated_answer_is_parsed_once_and_decodes_the_same() -> None:
+    d = Decoder(lambda r: None, lambda p: "default")
+    dns_decoder_ = DnsDecoder(d)
+    wire = response("www.example.com", *CHAIN)
+    again = b"\x12\x34" + wire[2:]  # another query's id
+    first, second = d.decode(dns_event(wire)), d.decode(dns_event(again, seq=4))
+    assert isinstance(first, DnsRecord) and isinstance(second, DnsRecord)
+    assert (first.qname, first.answers, first.cname_chain) == (
+        second.qname,
+        second.answers,
+        second.cname_chain,
+    )
+    assert len(dns_decoder_._parsed) == 1
+    other = d.decode(dns_event(response("x.example.com", ("x.example.com.", 5, "A", ["1.2.3.4"]))))
+    assert isinstance(other, DnsRecord) and other.answers == ["1.2.3.4"]
