@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from netlogger import sandbox
-from tests.e2e.conftest import AgentProcess, decisions
+from tests.e2e.conftest import AgentProcess, decisions, gaps
 from tests.kernel import dnslab
 from tests.kernel.dnslab import RESOLVER
 
@@ -191,3 +191,27 @@ def test_names_survive_an_agent_killed_with_sigkill(
         "198.19.0.1",
         "one.ok.test",
     ]
+
+
+def test_throttled_dns_records_are_gaps_of_their_own(agent_factory, scope, lab) -> None:
+    limits = {"allowed_per_sec": 1, "allowed_burst": 2}
+    agent = agent_factory(policies=POLICIES, limits=limits).start()
+    with sandbox.cgroup(scope, "w") as cg:
+        enroll(agent, cg)
+        rows = lab.resolve_connect(cg, ["one.ok.test", "two.ok.test", "alias.lab.test"] * 2)
+        assert {r for _, r, _ in rows} == {OK}  # admission is never throttled
+        lines = agent.wait_for_lines(
+            lambda ls: any(g["gap.kind"] == "dns_throttled" for g in gaps(ls))
+        )
+        status = agent.status()
+    kept = [x for x in lines if x["event.name"] == "ebpf.egress.dns"]
+    assert [x["seq"] for x in kept] == [0, 1]
+    (gap,) = gaps(lines, "dns_throttled")
+    assert (gap["gap.count"], gap["gap.seq_first"], gap["gap.seq_last"], gap["cgroup_id"]) == (
+        4,
+        0,
+        5,
+        str(cg.id),
+    )
+    assert status["losses"]["dns_throttled"] == 4
+    assert agent.metric("netlogger_lost_records_total", kind="dns_throttled") == 4
