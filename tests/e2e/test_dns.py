@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,36 @@ def test_throttled_dns_records_are_gaps_of_their_own(agent_factory, scope, lab) 
     )
     assert status["losses"]["dns_throttled"] == 4
     assert agent.metric("netlogger_lost_records_total", kind="dns_throttled") == 4
+
+
+def test_status_names_a_workloads_unsupported_resolver_path(agent_factory, scope, tmp_path) -> None:
+    nsswitch = tmp_path / "nsswitch.conf"
+    nsswitch.write_text("hosts: files resolve [!UNAVAIL=return] dns\n")
+    agent = agent_factory(policies=POLICIES).start()
+    with sandbox.cgroup(scope, "w") as cg:
+        enroll(agent, cg)
+        assert agent.status()["enrolled"][0]["resolver_paths"] is None  # no task yet
+        # A task with its own mount namespace and /etc/nsswitch.conf, as a container has.
+        task = subprocess.Popen(
+            [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                f"mount --bind {nsswitch} /etc/nsswitch.conf; exec sleep 60",
+            ],
+            preexec_fn=lambda: (cg.path / "cgroup.procs").write_text("0"),
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                (entry,) = agent.status()["enrolled"]
+                if entry["resolver_paths"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            text = agent.cli("status")
+        finally:
+            task.kill()
+            task.wait()
+    assert entry["resolver_paths"] == ["nss-resolve (hosts: resolve in nsswitch.conf)"]
+    assert f"resolver {cg.path}: nss-resolve (hosts: resolve in nsswitch.conf)" in text.stdout
