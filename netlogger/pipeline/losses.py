@@ -2,7 +2,8 @@
 
 The kernel counts, per enrolled cgroup, allowed records its token bucket
 dropped and records a full ring refused (for decisions, and for DNS records
-in a sequence of their own), and per CPU the decisions it found no state for. What has been reported is pinned beside those counters
+in a sequence of their own), and per CPU the decisions it found no state
+for. What has been reported is pinned beside those counters
 (nl_reported), and it moves only once every durable sink has written the gap
 (`Report.commit`): a crash at any instant either re-reports a loss or had
 already written it. Losses in the agent (a full sink queue, a failed write,
