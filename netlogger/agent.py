@@ -45,7 +45,7 @@ from netlogger.kernel.ringbuf import RingReader, span
 from netlogger.metrics import MetricsServer, Snapshot
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import DnsDecoder
-from netlogger.pipeline.enrich import AttributionEnricher, attribution_of
+from netlogger.pipeline.enrich import AttributionEnricher, Enricher, attribution_of
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.pump import Pump
@@ -204,7 +204,7 @@ class Agent:
         restored = self.dns.load(self._dns_state(), boot_ns())
         if restored:
             log.info("DNS cache: %d live entries restored from %s", restored, self._dns_state())
-        enrichers = [AttributionEnricher(labels), self.dns]
+        enrichers: list[Enricher] = [AttributionEnricher(labels), self.dns]
         return Pump(
             reader,
             decoder,

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -123,13 +124,12 @@ class Demo:
         answer arrives; the other name resolves too, and its address stays denied."""
         for name in DEMO_HOSTS:
             found: list[str] = []
+            self.step(f"resolve {name} through {RESOLVER}", partial(self._resolve, w, name, found))
+            if not found:
+                continue
             self.step(
-                f"resolve {name} through {RESOLVER}",
-                lambda name=name, found=found: self._resolve(w, name, found),
-            )
-            self.step(
-                f"TCP connect to {found[0] if found else '?'}:443, the address {name} has",
-                lambda found=found: w("connect", family=4, type="tcp", addr=found[0], port=443),
+                f"TCP connect to {found[0]}:443, the address {name} has",
+                partial(w, "connect", family=4, type="tcp", addr=found[0], port=443),
             )
 
     @staticmethod

@@ -171,10 +171,10 @@ class DnsEnricher:
         answer is in the cache before the connect that used it is labelled.
         """
         for item in items:
-            if item.__class__ is Record:
-                self.label(item)  # type: ignore[arg-type]
-            elif item.__class__ is DnsRecord:
-                self.observe(item)  # type: ignore[arg-type]
+            if type(item) is Record:
+                self.label(item)
+            elif type(item) is DnsRecord:
+                self.observe(item)
 
     # -- answers in -------------------------------------------------------
 

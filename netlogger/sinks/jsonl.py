@@ -198,7 +198,7 @@ def read_lines(path: Path) -> Iterator[bytes]:
                     yield line
 
 
-_KINDS: dict[str, type[Gap] | type[DnsRecord]] = {
+_KINDS: dict[str, type[Item]] = {
     EVENT_NAMES["gap"]: Gap,
     EVENT_NAMES["dns"]: DnsRecord,
 }
@@ -208,6 +208,7 @@ def parse_item(line: bytes) -> Item | None:
     """A history line back into a Record, DnsRecord or Gap; None if it is none of them."""
     try:
         data = msgspec.json.decode(line)
-        return msgspec.convert(data, _KINDS.get(data.get("event.name"), Record))
+        item: Item = msgspec.convert(data, _KINDS.get(data.get("event.name"), Record))
+        return item
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
         return None
