@@ -242,6 +242,10 @@ struct nl_reported {
 	__u64 throttled_seq;	/* nl_cgroup_state.seq at the last throttled gap */
 	__u64 ringbuf_lost_seq; /* nl_cgroup_state.seq at the last ringbuf_full gap */
 	__u64 no_state;		/* key 0 only: nl_cpu_loss.no_state, summed over CPUs */
+	__u64 dns_throttled;	    /* the same, for DNS records (their own sequence, dns_seq) */
+	__u64 dns_ringbuf_lost;
+	__u64 dns_throttled_seq;    /* nl_cgroup_state.dns_seq at the last dns_throttled gap */
+	__u64 dns_ringbuf_lost_seq; /* nl_cgroup_state.dns_seq at the last dns_ringbuf_full gap */
 };
 
 /*

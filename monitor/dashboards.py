@@ -112,9 +112,11 @@ def _count() -> dict[str, Any]:
     return {"id": "1", "enabled": True, "type": "count", "schema": "metric", "params": {}}
 
 
-def _terms(field: str, schema: str = "segment", size: int = 10) -> dict[str, Any]:
+def _terms(
+    field: str, schema: str = "segment", size: int = 10, agg_id: str = "2"
+) -> dict[str, Any]:
     return {
-        "id": "2",
+        "id": agg_id,
         "enabled": True,
         "type": "terms",
         "schema": schema,
@@ -139,6 +141,15 @@ def _pie(oid: str, title: str, index: str, field: str, query: str = "") -> dict[
 def _table(oid: str, title: str, index: str, field: str, query: str = "") -> dict[str, Any]:
     params = {"perPage": 10, "showPartialRows": False, "showMetricsAtAllLevels": False}
     return _vis(oid, title, index, "table", params, [_count(), _terms(field, "bucket", 20)], query)
+
+
+def _split_table(
+    oid: str, title: str, index: str, rows: str, field: str, query: str = "", size: int = 10
+) -> dict[str, Any]:
+    """A table of the top `field` values within each top `rows` value."""
+    params = {"perPage": 20, "showPartialRows": False, "showMetricsAtAllLevels": False}
+    aggs = [_count(), _terms(rows, "bucket", 20), _terms(field, "bucket", size, agg_id="3")]
+    return _vis(oid, title, index, "table", params, aggs, query)
 
 
 def _metric(oid: str, title: str, index: str, query: str) -> dict[str, Any]:
@@ -352,6 +363,13 @@ EBPF_COLUMNS = [
 ]
 
 
+# Decision records only: DNS answers and gap records share the index.
+EBPF_DECISION = (
+    'attributes.event.name:("ebpf.egress.connect" or "ebpf.egress.sendmsg") '
+    "and attributes.dst_host:*"
+)
+
+
 def networking() -> list[dict[str, Any]]:
     objects = [
         _saved_search(
@@ -394,12 +412,30 @@ def networking() -> list[dict[str, Any]]:
             "clawker-ebpf-egress",
             "attributes.action",
         ),
+        # dst_host is the name the workload resolved (netlogger's DNS evidence); a
+        # getaddrinfo probe (udp_connect) is no connection attempt of its own.
+        _table(
+            "clawker-net-ebpf-denied-domains",
+            "Top denied domains",
+            "clawker-ebpf-egress",
+            "attributes.dst_host",
+            f"{EBPF_DECISION} and attributes.action:denied and not attributes.udp_connect:true",
+        ),
+        _split_table(
+            "clawker-net-ebpf-agent-domains",
+            "Top domains per agent",
+            "clawker-ebpf-egress",
+            "attributes.agent",
+            "attributes.dst_host",
+            f"{EBPF_DECISION} and not attributes.udp_connect:true",
+        ),
     ]
     dash = _dashboard(
         "clawker-dashboard-networking",
         "Clawker Networking",
         "Per-source firewall telemetry. Verdict pies use each source's own field, not "
-        "normalised; red slices are denials. Bypassed traffic appears only in the eBPF stream.",
+        "normalised; red slices are denials. Bypassed traffic appears only in the eBPF stream. "
+        "Domain tables name what workloads resolved (the eBPF records' dst_host).",
         [_panel(o) for o in objects],
     )
     return [*objects, dash]

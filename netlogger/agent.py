@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netlogger import control, privileges
 from netlogger.config.check import Checked
@@ -37,12 +38,14 @@ from netlogger.container_watch import ContainerWatch
 from netlogger.containers import Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
+from netlogger.enrich.dns import STATE_FILE, DnsEnricher, boot_ns, write_atomically
 from netlogger.kernel import abi, cgroup, libbpf, loader, pins
 from netlogger.kernel.plane import Plane
 from netlogger.kernel.ringbuf import RingReader, span
 from netlogger.metrics import MetricsServer, Snapshot
 from netlogger.pipeline.decode import Decoder
-from netlogger.pipeline.enrich import AttributionEnricher, attribution_of
+from netlogger.pipeline.dnsdecode import DnsDecoder
+from netlogger.pipeline.enrich import AttributionEnricher, Enricher, attribution_of
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.pump import Pump
@@ -146,7 +149,9 @@ class Agent:
             self._started,
             os.getpid(),
         )
-        self.reporter = Reporter(info, self.plane, self.enforcer, self.pump, self.fanout)
+        self.reporter = Reporter(
+            info, self.plane, self.enforcer, self.pump, self.fanout, self._dns_status
+        )
         self.commands = Commands(
             self.enforcer,
             self.pump,
@@ -177,6 +182,7 @@ class Agent:
             lambda pid: by_id[pid].name if pid in by_id else f"unknown({pid})",
             self.host_name,
         )
+        self.dns_decoder = DnsDecoder(decoder)
         labels = self.plane.labels.lookup
         losses = LossLedger(
             self.plane, decoder.now, self.host_name, lambda cg: attribution_of(labels(cg))
@@ -192,10 +198,42 @@ class Agent:
         self._stack.callback(fanout.close)
         reader = self.plane.reader()
         self._stack.callback(reader.close)
-        enrichers = [AttributionEnricher(labels)]
+        answers = self.plane.dns_reader()
+        self._stack.callback(answers.close)
+        self.dns = DnsEnricher()
+        restored = self.dns.load(self._dns_state(), boot_ns())
+        if restored:
+            log.info("DNS cache: %d live entries restored from %s", restored, self._dns_state())
+        enrichers: list[Enricher] = [AttributionEnricher(labels), self.dns]
         return Pump(
-            reader, decoder, enrichers, fanout, losses, self._already_written(sinks, reader)
+            reader,
+            decoder,
+            enrichers,
+            fanout,
+            losses,
+            self._already_written(sinks, reader),
+            answers,
         )
+
+    def _dns_status(self) -> dict[str, Any]:
+        with self.pump.lock:
+            cache = self.dns.stats()
+        return {"cache": cache, "unreadable": dict(self.dns_decoder.unreadable)}
+
+    def _dns_state(self) -> Path:
+        return self.options.state_dir / STATE_FILE
+
+    def _save_dns(self) -> None:
+        """Expire the DNS cache and, if it changed, persist it (the write outside the lock)."""
+        with self.pump.lock:
+            self.dns.expire(boot_ns())
+            data = self.dns.snapshot() if self.dns.changed else None
+        if data is not None:
+            try:
+                self.options.state_dir.mkdir(parents=True, exist_ok=True)
+                write_atomically(self._dns_state(), data)
+            except OSError as exc:  # names survive in memory; only a restart would lose them
+                log.warning("DNS cache not saved to %s: %s", self._dns_state(), exc)
 
     def _already_written(self, sinks: Sequence[Sink], reader: RingReader) -> set[tuple[str, int]]:
         """After a crash: (cgroup, seq) of unreleased ring records a history already holds.
@@ -262,16 +300,19 @@ class Agent:
             thread.join(30)
         self.fanout.close()
         self.pump.release_all()
+        self._save_dns()
         for sink in self.fanout.sinks():
             _quietly(sink.force_flush, f"flush sink {sink.name}")
         self._stack.close()  # sinks shut down, ring reader and plane closed; pins stay
         return self.pump.read
 
     def _housekeeping(self) -> None:
-        """Forget cgroups that are gone, enrolled or retired: their ids never decide again."""
+        """Forget cgroups that are gone, enrolled or retired (their ids never decide again);
+        expire and persist the DNS cache."""
         for cgroup_id in self.enforcer.gone():
             self.commands.forget(cgroup_id)
             log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
+        self._save_dns()
 
     def _rule_name(self, rule_id: int) -> str | None:
         info = self.policies.rules.get(rule_id)

@@ -9,33 +9,47 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TextIO
+
+import dns.message
+import dns.rdatatype
 
 from netlogger import privileges, sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
+from netlogger.enrich.dns import DnsEnricher
 from netlogger.kernel import cgroup, loader, pins
 from netlogger.pipeline.decode import Decoder
+from netlogger.pipeline.dnsdecode import DnsDecoder
 from netlogger.pipeline.enrich import AttributionEnricher
 from netlogger.policy.compile import PolicySet
 from netlogger.sinks.console import ConsoleSink
 from netlogger.workload import Workload
 
-SAMPLE_POLICY = """\
+RESOLVER = "198.18.0.53"
+SAMPLE_POLICY = f"""\
 policies:
   sample:
-    dns: {resolvers: [198.18.0.53]}
+    dns: {{resolvers: [{RESOLVER}]}}
     icmp: deny
     allow:
-      - {cidr: 198.18.0.0/24, ports: [443], proto: tcp, name: peer-https}
-      - {cidr: 198.18.0.0/24, ports: ["8000-8100"], proto: tcp, name: peer-dev}
+      - {{cidr: 198.18.0.0/24, ports: [443], proto: tcp, name: peer-https}}
+      - {{cidr: 198.18.0.0/24, ports: ["8000-8100"], proto: tcp, name: peer-dev}}
+  domains:
+    dns: {{resolvers: [{RESOLVER}]}}
+    allow:
+      - {{domain: allowed.demo.test, ports: [443], proto: tcp, name: demo-domain}}
 """
+# What the demo's dnsmasq answers: one name the `domains` policy allows, one it does not.
+DEMO_HOSTS = {"allowed.demo.test": ["198.19.0.10"], "blocked.demo.test": ["198.19.0.20"]}
 BYPASS_SECONDS = 3
 
 
@@ -63,7 +77,9 @@ class Demo:
         self.say(f"\n> {title}  [{outcome}]")
         time.sleep(0.05)
         records = self.decoder.decode_all(self.ring.drain())
-        self.enricher.enrich(records)
+        records[:0] = self.decoder.decode_all(self.answers.drain())  # answers first, as the pump
+        for enricher in self.enrichers:
+            enricher.enrich(records)
         self.console.export(records)
 
     def run(self) -> None:
@@ -87,11 +103,45 @@ class Demo:
             peer("listen", addr=net.peer4, port=443)
             w = stack.enter_context(Workload(net.workload_ns, agent_cg.path))
             self.ring = stack.enter_context(plane.reader())
+            self.answers = stack.enter_context(plane.dns_reader())
             self.decoder = decoder_for(checked.policies)
-            self.enricher = AttributionEnricher(plane.labels.lookup)
+            DnsDecoder(self.decoder)
+            self.enrichers = (AttributionEnricher(plane.labels.lookup), DnsEnricher())
             self._traffic(w, net, enforcer, agent_cg)
+
+            dns_cg = stack.enter_context(sandbox.cgroup(scope, "dns"))
+            enforcer.enroll(Target(dns_cg, "domains", agent="demo-dns", project="demo"))
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nl-demo-")))
+            stack.enter_context(sandbox.resolver(net, RESOLVER, DEMO_HOSTS, workdir))
+            self.say(f"\nenrolled {dns_cg.path} under policy `domains`; dnsmasq at {RESOLVER}")
+            d = stack.enter_context(Workload(net.workload_ns, dns_cg.path))
+            self._domains(d)
             self.say("\ncleaning up: detaching programs, removing cgroups and namespaces")
         self.say("done")
+
+    def _domains(self, w: Workload) -> None:
+        """A domain rule: the kernel admits the addresses of the name it allows, as the
+        answer arrives; the other name resolves too, and its address stays denied."""
+        for name in DEMO_HOSTS:
+            found: list[str] = []
+            self.step(f"resolve {name} through {RESOLVER}", partial(self._resolve, w, name, found))
+            if not found:
+                continue
+            self.step(
+                f"TCP connect to {found[0]}:443, the address {name} has",
+                partial(w, "connect", family=4, type="tcp", addr=found[0], port=443),
+            )
+
+    @staticmethod
+    def _resolve(w: Workload, name: str, found: list[str]) -> int:
+        """An A query sent from the workload; the address of its answer goes to `found`."""
+        query = dns.message.make_query(name, "A")
+        reply = w("exchange", addr=RESOLVER, port=53, payload=query.to_wire().hex())
+        if isinstance(reply, dict):
+            return int(reply["oserror"])
+        answer = dns.message.from_wire(bytes.fromhex(reply)).answer
+        found += [rr.address for rrset in answer if rrset.rdtype == dns.rdatatype.A for rr in rrset]
+        return 0
 
     def _traffic(
         self, w: Workload, net: sandbox.Net, enforcer: Enforcer, agent_cg: cgroup.Cgroup

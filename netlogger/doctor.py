@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlogger import privileges, sandbox
+from netlogger import privileges, resolvers, sandbox
 from netlogger.errors import NetloggerError
 from netlogger.kernel import cgroup, features, libbpf, loader, mounts
 
@@ -125,34 +125,19 @@ def _stats() -> Check:
     )
 
 
-NSCD_SOCKET = Path("/var/run/nscd/socket")
+def resolver_paths(root: Path = Path("/")) -> Check:
+    """Lookups the kernel never sees (see resolvers.py), in the host's files.
 
-
-def resolver_paths(nsswitch: Path = Path("/etc/nsswitch.conf")) -> Check:
-    """Lookups the kernel never sees: they leave the workload over a unix socket.
-
-    Domain rules admit addresses from UDP answers to the workload's own sockets.
-    nscd and nss-resolve (systemd-resolved's NSS module) resolve in another
-    process, so names looked up through them stay unresolved for the workload.
-    This reads the host's files; a container with its own /etc has its own.
+    A container with its own /etc has its own: `status` checks each enrolled workload.
     """
-    found = []
-    hosts = [
-        line.split(":", 1)[1].split()
-        for line in (nsswitch.read_text().splitlines() if nsswitch.exists() else [])
-        if line.strip().startswith("hosts:")
-    ]
-    if any("resolve" in sources for sources in hosts):
-        found.append("nss-resolve (hosts: resolve in nsswitch.conf)")
-    if NSCD_SOCKET.exists():
-        found.append(f"nscd ({NSCD_SOCKET})")
+    found = resolvers.unsupported(root)
     if found:
         return Check(
             "DNS path",
             "warn",
-            f"{' and '.join(found)} resolve outside the workload, over a unix socket: the "
-            "kernel cannot admit those answers, so domain rules deny what they resolve; "
-            "resolve over UDP (hosts: files dns) in enrolled workloads",
+            f"{' and '.join(found)}: answers the kernel cannot bind to the workload, so "
+            "domain rules deny what they resolve and records carry no name; resolve over "
+            "UDP (hosts: files dns) in enrolled workloads",
         )
     return Check("DNS path", "ok", "workloads resolve over UDP, where the kernel sees answers")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from pyroute2 import NetNS, netns
 
+from netlogger.errors import UsageError
 from netlogger.kernel.cgroup import Cgroup, resolve
 
 IFA_F_NODAD = 0x02
@@ -116,3 +118,45 @@ def network(tag: str = "") -> Iterator[Net]:
         for name in (net.workload_ns, net.peer_ns):
             with contextlib.suppress(OSError, FileNotFoundError):
                 netns.remove(name)
+
+
+def _listening(ns: str, address: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited with {proc.returncode}")
+        ss = ["ip", "netns", "exec", ns, "ss", "-Hlun", f"src {address}:53"]
+        if subprocess.run(ss, capture_output=True, text=True, check=False).stdout.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("dnsmasq did not start listening")
+
+
+@contextlib.contextmanager
+def resolver(
+    net: Net, address: str, hosts: dict[str, list[str]], workdir: Path, ttl: int = 600
+) -> Iterator[str]:
+    """Debian's dnsmasq in the peer namespace, answering `hosts` (name -> addresses) on
+    `address` only (added to the peer's veth), with TTL `ttl`; yields `address`."""
+    if shutil.which("dnsmasq") is None:
+        raise UsageError("dnsmasq is not installed: apt-get install dnsmasq-base")
+    hosts_file = workdir / "dnsmasq.hosts"
+    hosts_file.write_text("".join(f"{a} {n}\n" for n, addrs in hosts.items() for a in addrs))
+    with NetNS(net.peer_ns) as p:
+        p.addr("add", index=p.link_lookup(ifname="nlp0")[0], address=address, prefixlen=24)
+    argv = [
+        "ip", "netns", "exec", net.peer_ns, "dnsmasq", "--keep-in-foreground",
+        "--conf-file=/dev/null", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts_file}",
+        f"--listen-address={address}", "--bind-interfaces", "--user=root", "--group=root",
+        "--pid-file=", f"--local-ttl={ttl}", "--cache-size=0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _listening(net.peer_ns, address, proc)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

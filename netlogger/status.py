@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netlogger import privileges
+from netlogger import privileges, resolvers
 from netlogger.doctor import AF_PACKET_NOTE
 from netlogger.enforce import Enforcer
 from netlogger.errors import KernelError
@@ -20,10 +21,11 @@ from netlogger.kernel.plane import Plane
 from netlogger.metrics import Snapshot
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.pump import Pump
-from netlogger.pipeline.record import GAP_KINDS
+from netlogger.pipeline.record import EVENT_NAMES, GAP_KINDS
 from netlogger.sinks.base import status_of
 
 VERSION = "0.1.0"
+DNS_EVENT = EVENT_NAMES["dns"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,23 @@ def _has_net_raw(cg: Path) -> bool:
 
 
 def _by_action(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    """Decisions by action (DNS answers are not decisions: `dns` counts them)."""
     out: dict[str, int] = {}
-    for (_event, action), n in counts.items():
-        out[action] = out.get(action, 0) + n
+    for (event, action), n in counts.items():
+        if event != EVENT_NAMES["dns"]:
+            out[action] = out.get(action, 0) + n
     return out
 
 
 class Reporter:
     def __init__(
-        self, info: AgentInfo, plane: Plane, enforcer: Enforcer, pump: Pump, fanout: Fanout
+        self,
+        info: AgentInfo,
+        plane: Plane,
+        enforcer: Enforcer,
+        pump: Pump,
+        fanout: Fanout,
+        dns: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.info = info
         self.plane = plane
@@ -66,6 +76,7 @@ class Reporter:
         self.pump = pump
         self.fanout = fanout
         self.ready = False  # the metrics server answers before start-up is through
+        self.dns = dns  # the DNS observation's own figures (cache, unreadable answers)
 
     def _sink_states(self) -> dict[str, dict[str, Any]]:
         return {s.name: status_of(s) for s in self.fanout.sinks()}
@@ -80,6 +91,8 @@ class Reporter:
         for entry in self.enforcer.enrolled():
             item = asdict(entry)
             item["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
+            if entry.path:  # lookups its tasks make where the kernel cannot see them
+                item["resolver_paths"] = resolvers.of_cgroup(Path(entry.path))
             enrolled.append(item)
         states = self._sink_states()
         return {
@@ -98,6 +111,10 @@ class Reporter:
                 "read": self.pump.read,
                 "by_action": _by_action(self.pump.counts),
                 "unknown_enum": self.pump.unknown_enums(),
+            },
+            "dns": {
+                "answers": sum(n for (e, _), n in self.pump.counts.items() if e == DNS_EVENT),
+                **self.dns(),
             },
             "losses": self._losses(),
             "ring": {

@@ -2,7 +2,8 @@
 
 Filters run in the agent, so a client receives only what it asked for. Gap
 records pass the action filter (a lost deny is news to someone filtering on
-denies) but not a filter on another agent, project or container.
+denies) but not a filter on another agent, project or container. `--dst-host`
+matches a decision's `dst_host` and a DNS answer's question name.
 
 With `--since`, the stream starts with the history a sink keeps (the JSONL
 file) and goes on with the live feed; a record in both is sent once.
@@ -21,7 +22,7 @@ import msgspec
 
 from netlogger.errors import UsageError
 from netlogger.pipeline.fanout import Fanout
-from netlogger.pipeline.record import Gap, Item
+from netlogger.pipeline.record import DnsRecord, Gap, Item
 from netlogger.sinks.base import Sink
 from netlogger.sinks.jsonl import parse_item, read_lines
 from netlogger.units import parse_duration
@@ -68,7 +69,10 @@ class Filter:
             return self.dst_host is None
         if self.actions and item.action not in self.actions:
             return False
-        return self.dst_host is None or fnmatch.fnmatch(item.dst_host or "", self.dst_host)
+        if self.dst_host is None:
+            return True
+        name = item.qname if isinstance(item, DnsRecord) else item.dst_host
+        return fnmatch.fnmatch(name or "", self.dst_host)
 
 
 def cutoff(since: str | None) -> str | None:

@@ -55,6 +55,16 @@ def enrolled_rows(entries: list[dict[str, Any]]) -> str:
     )
 
 
+def dns_line(dns: dict[str, Any]) -> str:
+    cache = dns.get("cache", {})
+    unreadable = sum(dns.get("unreadable", {}).values())
+    return (
+        f"dns      {dns['answers']} answers; {cache.get('entries', 0)} names cached for "
+        f"{cache.get('cgroups', 0)} cgroup(s) ({cache.get('restored', 0)} restored at start)"
+        + (f"; {unreadable} unreadable" if unreadable else "")
+    )
+
+
 def status_text(status: dict[str, Any]) -> str:
     a = status["agent"]
     parts = [
@@ -78,6 +88,12 @@ def status_text(status: dict[str, Any]) -> str:
     )
     ring = status["ring"]
     parts.append(f"ring     {ring['pending_bytes']} of {ring['size']} bytes waiting")
+    parts.append(dns_line(status["dns"]))
+    parts += [
+        f"resolver {e['path']}: {', '.join(e['resolver_paths'])}"
+        for e in status["enrolled"]
+        if e.get("resolver_paths")
+    ]
     parts += [
         "",
         table(

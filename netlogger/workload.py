@@ -9,6 +9,7 @@ syscalls are the only ones under test.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -112,6 +113,32 @@ def connect_established(addr: str, port: int) -> int:
         return _errno(lambda: s.connect((addr, port)))
 
 
+def exchange(addr: str, port: int, payload: str) -> str:
+    """One UDP datagram out, the reply back (hex both ways): a DNS query the parent
+    made, sent from the workload so the kernel binds the answer to its socket."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(bytes.fromhex(payload), (addr, port))
+        return s.recv(65535).hex()
+
+
+def query_flood(addr: str, port: int, payloads: list[str], count: int) -> int:
+    """`count` DNS queries (`payloads` in turn, the id changed each time) on one UDP
+    socket, each waiting for its answer (for bench/); returns how many were answered."""
+    queries = [bytearray(bytes.fromhex(p)) for p in payloads]
+    answered = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for i in range(count):
+            query = queries[i % len(queries)]
+            query[0:2] = (i & 0xFFFF).to_bytes(2, "big")
+            s.sendto(query, (addr, port))
+            with contextlib.suppress(TimeoutError):
+                s.recv(65535)
+                answered += 1
+    return answered
+
+
 _listener: socket.socket | None = None
 # Each takes the keyword arguments of a JSON command line.
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -124,6 +151,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "join_cgroup": join_cgroup,
     "listen": listen,
     "connect_established": connect_established,
+    "exchange": exchange,
+    "query_flood": query_flood,
 }
 
 

@@ -242,6 +242,10 @@ class Reported(ctypes.Structure):
         ("throttled_seq", u64),
         ("ringbuf_lost_seq", u64),
         ("no_state", u64),
+        ("dns_throttled", u64),
+        ("dns_ringbuf_lost", u64),
+        ("dns_throttled_seq", u64),
+        ("dns_ringbuf_lost_seq", u64),
     ]
 
 

@@ -73,11 +73,12 @@ _K = {name: i for i, name in enumerate(_KEY_FIELDS)}
 assert _ROW.size == EVENT_SIZE
 
 # Record's positional order, as _records lays it out.
-assert [f.name for f in msgspec.structs.fields(Record)][:31] == [
+assert [f.name for f in msgspec.structs.fields(Record)][:32] == [
     "event_name", "ts", "bpf_ts_ns", "seq", "action", "mode", "reason", "would_deny",
     "cgroup_id", "task_cgroup_id", "l4_proto", "l4_proto_code", "ipv6", "ipv4_mapped", "nat64",
     "no_dst", "identity", "policy", "comm", "pid", "tid", "uid", "gid", "sock_cookie",
-    "host_name", "container_id", "agent", "project", "rule", "dst_ip", "dst_port"]  # fmt: skip
+    "host_name", "container_id", "agent", "project", "rule", "dst_ip", "dst_port",
+    "udp_connect"]  # fmt: skip
 
 _OPS = {abi.Op.CONNECT.value: EVENT_NAMES["connect"], abi.Op.SENDMSG.value: EVENT_NAMES["sendmsg"],
         abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"]}  # fmt: skip
@@ -135,10 +136,10 @@ class _Memo(dict[Any, Any]):
 
 
 # What a record's static part decodes to: the event name, the 15 fields after
-# `seq` (Record's `action` to `comm`), the 3 optional destination fields, and
-# which enums were unknown.
+# `seq` (Record's `action` to `comm`), the 4 optional fields (rule, address, port,
+# udp_connect), and which enums were unknown.
 Head = tuple[str, str, str, bool, str, str, str, int, bool, bool, bool, bool, str, str, str]
-Tail = tuple[str | None, str | None, str | None]
+Tail = tuple[str | None, str | None, str | None, bool | None]
 Static = tuple[str, Head, Tail, tuple[str, ...]]
 
 
@@ -167,6 +168,10 @@ class Decoder:
     def now(self) -> str:
         """The wall clock now, formatted as record timestamps are."""
         return self._ts(time.clock_gettime_ns(time.CLOCK_REALTIME))
+
+    def timestamp(self, boot_ns: int) -> str:
+        """A kernel (CLOCK_BOOTTIME) time, formatted as record timestamps are."""
+        return self._ts(boot_ns + self._offset)
 
     def resync_clock(self) -> None:
         """Re-read the boot->wall offset (wall time may have been stepped)."""
@@ -203,6 +208,7 @@ class Decoder:
             self.rule_name(rule_id) if rule_id else None,
             None if no_dst else dst_ip(v[_K["family"]], flags, v[_K["daddr"]]),
             None if no_dst else str(v[_K["dport"]]),
+            True if flags & _F.UDP_CONNECT else None,
         )
         return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, RingItem
+from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, RingItem
 from netlogger.sinks.base import PartialExport, Sink
 
 log = logging.getLogger("netlogger.fanout")
@@ -58,16 +58,20 @@ class _Batch:
 
 
 def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Gap]:
-    """One Gap per cgroup for ring items that `sink` lost, with their seq range."""
-    by_cgroup: dict[str, list[RingItem]] = collections.defaultdict(list)
+    """One Gap per cgroup and sequence for ring items that `sink` lost, with their seq range.
+
+    DNS records count in a sequence of their own, so their losses are gaps of their
+    own kind (`dns_` + kind).
+    """
+    by_cgroup: dict[tuple[str, bool], list[RingItem]] = collections.defaultdict(list)
     for item in items:
         if not isinstance(item, Gap):
-            by_cgroup[item.cgroup_id].append(item)
+            by_cgroup[item.cgroup_id, item.__class__ is DnsRecord].append(item)
     return [
         Gap(
             event_name=EVENT_NAMES["gap"],
             ts=now,
-            gap_kind=kind,
+            gap_kind="dns_" + kind if dns else kind,
             gap_count=len(recs),
             gap_seq_first=min(r.seq for r in recs),
             gap_seq_last=max(r.seq for r in recs),
@@ -78,7 +82,7 @@ def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Ga
             agent=recs[0].agent,
             project=recs[0].project,
         )
-        for cg, recs in by_cgroup.items()
+        for (cg, dns), recs in by_cgroup.items()
     ]
 
 

@@ -1,8 +1,9 @@
 """The loss ledger: every record lost anywhere, counted once, in one place.
 
 The kernel counts, per enrolled cgroup, allowed records its token bucket
-dropped and records a full ring refused, and per CPU the decisions it found
-no state for. What has been reported is pinned beside those counters
+dropped and records a full ring refused (for decisions, and for DNS records
+in a sequence of their own), and per CPU the decisions it found no state
+for. What has been reported is pinned beside those counters
 (nl_reported), and it moves only once every durable sink has written the gap
 (`Report.commit`): a crash at any instant either re-reports a loss or had
 already written it. Losses in the agent (a full sink queue, a failed write,
@@ -25,10 +26,13 @@ from netlogger.pipeline.record import EVENT_NAMES, GAP_KINDS, Gap
 
 NO_CGROUP = 0  # the nl_reported key of losses not tied to a cgroup
 
-# (gap kind, counter in nl_cgroup_state and nl_reported, its seq mark in nl_reported)
+# (gap kind, counter in nl_cgroup_state and nl_reported, its seq mark in nl_reported,
+# the nl_cgroup_state sequence its records are numbered in)
 _KINDS = (
-    ("throttled", "throttled", "throttled_seq"),
-    ("ringbuf_full", "ringbuf_lost", "ringbuf_lost_seq"),
+    ("throttled", "throttled", "throttled_seq", "seq"),
+    ("ringbuf_full", "ringbuf_lost", "ringbuf_lost_seq", "seq"),
+    ("dns_throttled", "dns_throttled", "dns_throttled_seq", "dns_seq"),
+    ("dns_ringbuf_full", "dns_ringbuf_lost", "dns_ringbuf_lost_seq", "dns_seq"),
 )
 
 
@@ -114,16 +118,16 @@ class LossLedger:
         """Gaps for one cgroup's new losses; returns the marks to pin once they are written."""
         base = self._baseline(cgroup_id)
         mark = abi.Reported.from_buffer_copy(base)
-        seq = None
-        for kind, counter, seq_field in _KINDS:
+        now: abi.CgroupState | None = None
+        for kind, counter, seq_field, sequence in _KINDS:
             new = getattr(counters, counter) - getattr(base, counter)
             if new <= 0:
                 continue
-            if seq is None:
+            if now is None:
                 # Read after the counters: the kernel takes a seq before it counts its
                 # loss, so every loss counted above has a seq below this one.
-                now = self._plane.cgroup_state.lookup(cgroup_id)
-                seq = now.seq if now is not None else counters.seq
+                now = self._plane.cgroup_state.lookup(cgroup_id) or counters
+            seq = getattr(now, sequence)
             first = getattr(base, seq_field)
             gaps.append(self._gap(kind, new, cgroup_id, first=first, last=seq - 1))
             self._totals[kind] += new
@@ -168,7 +172,7 @@ class LossLedger:
         A durable lane commits right after it writes, so such gaps are among the
         file's last lines; a written gap ends where its commit would have put the mark.
         """
-        seq_fields = {kind: (counter, seq) for kind, counter, seq in _KINDS}
+        seq_fields = {kind: (counter, seq) for kind, counter, seq, _ in _KINDS}
         with self._lock:
             for gap in written:
                 fields = seq_fields.get(gap.gap_kind)

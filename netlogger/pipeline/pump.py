@@ -5,6 +5,14 @@ fanout.py). After a crash the next agent re-reads what the last one had read
 but not released; `already_written` names those records so they are not
 written twice. Losses go through the one ledger (losses.py); their gaps are
 marked reported only once the durable sinks have written them.
+
+DNS answers come in a ring of their own (`answers`), drained on the same
+thread after each batch of decisions is read and before it is enriched: the
+kernel records an answer before the workload can read it, so every answer a
+decision in the batch depends on is already in that drain, and the DNS
+enricher sees it first. The DNS ring is released as soon as it is decoded:
+an answer's lasting effect is the cache (persisted, see enrich/dns.py), and
+the DNS records themselves are history, not proof of a decision.
 """
 
 from __future__ import annotations
@@ -68,8 +76,10 @@ class Pump:
         fanout: Fanout,
         losses: Losses,
         already_written: set[tuple[str, int]] | None = None,
+        answers: Ring | None = None,
     ) -> None:
         self.reader = reader
+        self.answers = answers
         self.decoder = decoder
         self.enrichers = tuple(enrichers)
         self.fanout = fanout
@@ -86,8 +96,10 @@ class Pump:
         self._skip.difference_update((r.cgroup_id, r.seq) for r in records)
         return fresh
 
-    def _take(self, batch: Batch) -> list[RingItem]:
+    def _take(self, batch: Batch, answers: Batch | None = None) -> list[RingItem]:
         records = self._fresh(self.decoder.decode_all(batch))
+        if answers is not None:
+            records[:0] = self.decoder.decode_all(answers)
         for enricher in self.enrichers:
             enricher.enrich(records)
         self.counts.update((r.event_name, r.action) for r in records)
@@ -98,7 +110,8 @@ class Pump:
         """Move one batch from the ring to the sinks; returns how many records moved."""
         with self.lock:
             batch = self.reader.drain(release=False)
-            records = self._take(batch)
+            answers = self.answers.drain() if self.answers is not None else None
+            records = self._take(batch, answers)
             if records or len(batch):
                 self.fanout.publish(records, self.reader.position)
             released = self.fanout.released_position(self.reader.position)

@@ -15,6 +15,7 @@ EVENT_NAMES = {
     "sendmsg": "ebpf.egress.sendmsg",
     "sock_create": "ebpf.egress.sock_create",
     "gap": "ebpf.egress.gap",
+    "dns": "ebpf.egress.dns",
 }
 
 
@@ -52,8 +53,58 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     rule: str | None = None
     dst_ip: str | None = None
     dst_port: str | None = None
+    # connect() of a UDP socket: it sends nothing by itself, and glibc's getaddrinfo
+    # does it to every candidate address to sort them (RFC 3484), so not an alert.
+    udp_connect: bool | None = None
     attribution: str | None = None
-    dst_host: str | None = None
+    dst_host: str | None = None  # the name the workload asked for (the question, not a CNAME)
+    # DNS evidence for dst_host (enrich/dns.py): what the agent saw the workload resolve.
+    dns_qname: str | None = msgspec.field(name="dns.qname", default=None)
+    dns_cname_chain: list[str] | None = msgspec.field(name="dns.cname_chain", default=None)
+    dns_answer_age_ms: int | None = msgspec.field(name="dns.answer_age_ms", default=None)
+    dns_ttl_left_s: int | None = msgspec.field(name="dns.ttl_left_s", default=None)
+    # Every other name this cgroup resolved to the same address (shared CDN addresses).
+    dns_names_sharing_ip: list[str] | None = msgspec.field(
+        name="dns.names_sharing_ip", default=None
+    )
+
+
+class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+    """One DNS answer the kernel saw delivered to an enrolled cgroup (`ebpf.egress.dns`).
+
+    `seq` counts in the cgroup's own DNS sequence, apart from decision records.
+    """
+
+    event_name: str = msgspec.field(name="event.name")  # always EVENT_NAMES["dns"]
+    ts: str
+    bpf_ts_ns: int
+    seq: int
+    action: str  # "allowed": the kernel observes answers, it never drops them
+    cgroup_id: str
+    sock_cookie: int
+    policy: str
+    identity: str  # the domain rule's id, "0" when none matched
+    verdict: str = msgspec.field(name="dns.verdict")  # admitted / not_matched / unsolicited / ...
+    admitted: int = msgspec.field(name="dns.admitted")  # addresses the kernel admitted
+    server: str = msgspec.field(name="dns.server")
+    server_port: str = msgspec.field(name="dns.server_port")
+    transport: str = msgspec.field(name="dns.transport")  # udp / tcp
+    msg_len: int = msgspec.field(name="dns.msg_len")
+    host_name: str = msgspec.field(name="host.name")
+    container_id: str  # "" when unknown, as on Record
+    agent: str
+    project: str
+    attribution: str | None = None
+    rule: str | None = None
+    qname: str | None = msgspec.field(name="dns.qname", default=None)
+    qtype: str | None = msgspec.field(name="dns.qtype", default=None)
+    rcode: str | None = msgspec.field(name="dns.rcode", default=None)
+    answers: list[str] | None = msgspec.field(name="dns.answers", default=None)  # addresses
+    cname_chain: list[str] | None = msgspec.field(name="dns.cname_chain", default=None)
+    ttl: int | None = msgspec.field(name="dns.ttl", default=None)  # least TTL of the addresses
+    truncated: bool | None = msgspec.field(name="dns.truncated", default=None)  # TC bit
+    cut: bool | None = msgspec.field(name="dns.cut", default=None)  # the record holds a prefix
+    parse_error: str | None = msgspec.field(name="dns.parse_error", default=None)
 
 
 class Gap(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
@@ -85,14 +136,20 @@ GAP_KINDS = {
     "spool_evicted": "records evicted from a sink's on-disk spool to respect its size cap",
     "undecodable": "ring records the agent could not decode",
     "no_state": "decisions the kernel found no per-cgroup state for (its state map was full)",
+    "dns_throttled": "DNS records dropped by the kernel's per-cgroup token bucket",
+    "dns_ringbuf_full": "DNS records the kernel could not reserve because the DNS ring was full",
+    "dns_queue_full": "DNS records a sink's queue in the agent had no room for",
+    "dns_sink_failed": "DNS records a sink raised an error on and did not take",
+    "dns_spool_evicted": "DNS records evicted from a sink's on-disk spool to respect its size cap",
 }
 
 # The record union is open: a new kind is a Struct here, added to RingItem when
 # the decoder makes it from ring records (an entry in Decoder.kinds), else to Item.
 # Every ring kind carries `event_name`, `cgroup_id`, `seq` and `action`: the pump
 # counts by event and action, and a lost ring item's seq goes into a gap's range.
-RingItem = Record  # what the decoder makes of ring records
+RingItem = Record | DnsRecord  # what the decoder makes of ring records
 Item = RingItem | Gap  # what sinks receive
 
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Record))
 GAP_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Gap))
+DNS_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(DnsRecord))

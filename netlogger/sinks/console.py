@@ -1,4 +1,10 @@
-"""One readable line per decision, colored on a terminal; denies stand out."""
+"""One readable line per decision or DNS answer, colored on a terminal; denies stand out.
+
+A UDP connect() sends nothing, and glibc's getaddrinfo makes one to every
+candidate address to sort them (RFC 3484): such a decision prints as PROBE,
+dimmed, with its verdict in words, so a resolver's probing does not read as an
+alert. The datagrams that follow are decided (and printed) on their own.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from netlogger.pipeline.record import Gap, Item, Record
+from netlogger.pipeline.record import DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import History
 
 RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
@@ -21,7 +27,9 @@ _OPS = {
     "ebpf.egress.sendmsg": "sendmsg",
     "ebpf.egress.sock_create": "socket",
     "ebpf.egress.gap": "gap",
+    "ebpf.egress.dns": "answer",
 }
+_VERDICT_TINTS = {"admitted": GREEN, "not_matched": DIM}  # the rest: nothing admitted, yellow
 
 
 def _destination(rec: Record) -> str:
@@ -32,14 +40,42 @@ def _destination(rec: Record) -> str:
     return f"{host}:{rec.dst_port}{name}"
 
 
+def _who(item: Record | DnsRecord) -> str:
+    return "/".join(p for p in (item.agent, item.project) if p) or f"cgroup {item.cgroup_id}"
+
+
+def format_dns(rec: DnsRecord, color: bool) -> str:
+    asked = f"{rec.qname or '?'} {rec.qtype or ''}".rstrip()
+    answers = ", ".join(rec.answers or ()) or rec.rcode or rec.parse_error or "-"
+    via = f" via {' > '.join(rec.cname_chain)}" if rec.cname_chain else ""
+    ttl = f" ttl {rec.ttl}" if rec.ttl is not None else ""
+    verdict = rec.verdict + (f" {rec.admitted}" if rec.admitted else "")
+    verdict += (f" {rec.rule}" if rec.rule else "") + f" from {rec.server}"
+    if rec.parse_error:
+        verdict += f" (unreadable: {rec.parse_error})"
+    parts = [rec.ts[11:23], f"{'DNS':<7}", f"{'answer':<8}", _who(rec), asked, answers + via + ttl]
+    parts.append(verdict)
+    if not color:
+        return "  ".join(parts)
+    tint = _VERDICT_TINTS.get(rec.verdict, YELLOW)
+    parts[0] = DIM + parts[0] + RESET
+    parts[1] = tint + parts[1] + RESET
+    parts[3] = CYAN + parts[3] + RESET
+    parts[6] = tint + parts[6] + RESET
+    return "  ".join(parts)
+
+
 def format_record(rec: Record, color: bool) -> str:
     label, tint = _LABELS.get(rec.action, (rec.action.upper(), ""))
     if rec.would_deny and rec.action != "denied":
         label, tint = label + "*", MAGENTA if rec.action == "allowed" else tint
-    who = "/".join(p for p in (rec.agent, rec.project) if p) or f"cgroup {rec.cgroup_id}"
+    who = _who(rec)
     why = rec.reason + (f" {rec.rule}" if rec.rule else "")
     if rec.would_deny:
         why += " (would deny)"
+    if rec.udp_connect:
+        label, tint = "PROBE", DIM
+        why += f" ({rec.action} udp connect: sends nothing)"
     clock = rec.ts[11:23]
     parts = [
         clock,
@@ -72,7 +108,11 @@ def format_gap(gap: Gap, color: bool) -> str:
 
 
 def format_item(item: Item, color: bool) -> str:
-    return format_gap(item, color) if isinstance(item, Gap) else format_record(item, color)
+    if isinstance(item, Gap):
+        return format_gap(item, color)
+    if isinstance(item, DnsRecord):
+        return format_dns(item, color)
+    return format_record(item, color)
 
 
 class ConsoleSink:

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from netlogger.errors import UsageError
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
+from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import PartialExport
 
 log = logging.getLogger("netlogger.jsonl")
@@ -198,12 +198,17 @@ def read_lines(path: Path) -> Iterator[bytes]:
                     yield line
 
 
+_KINDS: dict[str, type[Item]] = {
+    EVENT_NAMES["gap"]: Gap,
+    EVENT_NAMES["dns"]: DnsRecord,
+}
+
+
 def parse_item(line: bytes) -> Item | None:
-    """A history line back into a Record or Gap; None if it is neither."""
+    """A history line back into a Record, DnsRecord or Gap; None if it is none of them."""
     try:
         data = msgspec.json.decode(line)
-        if data.get("event.name") == EVENT_NAMES["gap"]:
-            return msgspec.convert(data, Gap)
-        return msgspec.convert(data, Record)
+        item: Item = msgspec.convert(data, _KINDS.get(data.get("event.name"), Record))
+        return item
     except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
         return None

@@ -49,6 +49,18 @@ def test_demo_shows_each_verdict_and_cleans_up() -> None:
     assert "resolver_not_allowed" in lines[2]
     assert "raw_socket" in lines[5]
     assert "bypass (would deny)" in lines[7]
+    # The domain rule: one name admitted as its answer arrives, the other resolved but denied.
+    dns = [
+        [p.strip() for p in line.split("  ") if p.strip()]
+        for line in out.splitlines()
+        if "demo-dns/demo" in line and " sendmsg " not in line  # the queries themselves
+    ]
+    assert [(p[1], p[2], p[-2], p[-1]) for p in dns] == [
+        ("DNS", "answer", "198.19.0.10 ttl 600", "admitted 1 demo-domain from 198.18.0.53"),
+        ("ALLOW", "connect", "198.19.0.10:443 (allowed.demo.test)", "rule demo-domain"),
+        ("DNS", "answer", "198.19.0.20 ttl 600", "not_matched from 198.18.0.53"),
+        ("DENY", "connect", "198.19.0.20:443 (blocked.demo.test)", "unresolved_ip"),
+    ]
     assert out.rstrip().endswith("done")
     assert leftovers() == before
 

@@ -479,7 +479,8 @@ def test_networking_dashboard_streams_and_verdict_pies(rendered: StackEnv) -> No
     for panel in panels:
         if panel["type"] == "visualization":
             state = json.loads(panel["attributes"]["visState"])
-            assert state["type"] == "pie"
+            if state["type"] != "pie":
+                continue  # the domain tables, below
             field = state["aggs"][1]["params"]["field"]
             pies[panel["references"][0]["id"]] = field
             colors = json.loads(panel["attributes"]["uiStateJSON"])["vis"]["colors"]
@@ -492,6 +493,31 @@ def test_networking_dashboard_streams_and_verdict_pies(rendered: StackEnv) -> No
     ebpf_fields = set(indices.by_name("clawker-ebpf-egress").fields)
     ebpf_stream = objects["clawker-net-ebpf-stream"]["attributes"]["columns"]
     assert set(ebpf_stream) <= ebpf_fields, "the eBPF panel must use netlogger's fields"
+
+
+def test_networking_dashboard_top_domains(rendered: StackEnv) -> None:
+    objects = {o["id"]: o for o in dashboards.networking()}
+    on_dash = {r["id"] for r in objects["clawker-dashboard-networking"]["references"]}
+    ebpf_fields = set(indices.by_name("clawker-ebpf-egress").fields)
+    tables = {}
+    for oid in ("clawker-net-ebpf-denied-domains", "clawker-net-ebpf-agent-domains"):
+        assert oid in on_dash
+        vis = objects[oid]
+        assert vis["references"][0]["id"] == dashboards.pattern_id("clawker-ebpf-egress")
+        state = json.loads(vis["attributes"]["visState"])
+        buckets = [a["params"]["field"] for a in state["aggs"] if a["schema"] == "bucket"]
+        assert set(buckets) <= ebpf_fields
+        assert len({a["id"] for a in state["aggs"]}) == len(state["aggs"])
+        source = json.loads(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+        tables[state["title"]] = (state["type"], buckets, source["query"]["query"])
+    denied = tables["Top denied domains"]
+    assert denied[:2] == ("table", ["attributes.dst_host"])
+    assert (
+        "attributes.action:denied" in denied[2] and "not attributes.udp_connect:true" in denied[2]
+    )
+    per_agent = tables["Top domains per agent"]
+    assert per_agent[:2] == ("table", ["attributes.agent", "attributes.dst_host"])
+    assert "ebpf.egress.dns" not in per_agent[2] and "attributes.dst_host:*" in per_agent[2]
 
 
 def test_cost_dashboard_reads_prometheus_through_the_datasource() -> None:

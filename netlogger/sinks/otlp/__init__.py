@@ -45,7 +45,7 @@ from netlogger.sinks.base import History
 from netlogger.sinks.otlp import encode, wire
 from netlogger.sinks.otlp.settings import Settings
 from netlogger.sinks.otlp.settings import from_config as settings_from_config
-from netlogger.sinks.otlp.spool import Spans, Spool, spans_of
+from netlogger.sinks.otlp.spool import DNS_SPAN_PREFIX, Span, Spans, Spool, spans_of
 
 log = logging.getLogger(__name__)
 
@@ -262,21 +262,22 @@ class OtlpExportSink:
 
     # -- evictions ---------------------------------------------------------------------------
 
+    def _evicted_gap(self, key: str | None, span: Span) -> Gap:
+        dns = bool(key and key.startswith(DNS_SPAN_PREFIX))
+        return Gap(
+            event_name=EVENT_NAMES["gap"],
+            ts=span.ts,
+            gap_kind="dns_spool_evicted" if dns else "spool_evicted",
+            gap_count=span.count,
+            gap_seq_first=span.seq_first,
+            gap_seq_last=span.seq_last,
+            gap_sink=self.name,
+            cgroup_id=key.removeprefix(DNS_SPAN_PREFIX) if key else key,
+            host_name=self._host_name,
+        )
+
     def _gap_entries(self, spans: Spans) -> tuple[bytes, int]:
-        gaps = [
-            Gap(
-                event_name=EVENT_NAMES["gap"],
-                ts=span.ts,
-                gap_kind="spool_evicted",
-                gap_count=span.count,
-                gap_seq_first=span.seq_first,
-                gap_seq_last=span.seq_last,
-                gap_sink=self.name,
-                cgroup_id=cgroup_id,
-                host_name=self._host_name,
-            )
-            for cgroup_id, span in spans.items()
-        ]
+        gaps = [self._evicted_gap(key, span) for key, span in spans.items()]
         return self._encoder.encode(gaps, time.time_ns()), len(gaps)
 
     def _report_evictions(self) -> None:

@@ -40,8 +40,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Item, Record
-from netlogger.sinks.otlp.spool import Span, Spans
+from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, Record
+from netlogger.sinks.otlp.spool import DNS_SPAN_PREFIX, Span, Spans
 
 # OpenTelemetry severity numbers: INFO=9, WARN=13.
 SEVERITY = {"allowed": (9, "INFO"), "denied": (13, "WARN"), "bypassed": (13, "WARN")}
@@ -55,6 +55,13 @@ _WHAT = (
     "event_name", "action", "reason", "would_deny", "l4_proto", "l4_proto_code", "ipv6",
     "ipv4_mapped", "nat64", "no_dst", "identity", "rule", "dst_ip", "dst_port", "dst_host",
 )  # fmt: skip
+# DNS evidence changes with every record (ages, TTLs left) and holds lists: encoded per
+# record when present, outside the cached groups.
+_DNS_EVIDENCE = tuple(
+    (f.name, f.encode_name)
+    for f in msgspec.structs.fields(Record)
+    if f.encode_name.startswith("dns.")
+)
 _CACHE_LIMIT = 65536
 _MASK64 = (1 << 64) - 1
 _FIXED64 = struct.Struct("<Q").pack
@@ -150,6 +157,8 @@ def record_id(item: Item, host: str) -> str:
     host = item.host_name or host
     if isinstance(item, Record):
         return f"{host}:{item.cgroup_id}:{item.seq}:{item.bpf_ts_ns}"
+    if isinstance(item, DnsRecord):
+        return f"{host}:{item.cgroup_id}:dns:{item.seq}:{item.bpf_ts_ns}"
     first = "" if item.gap_seq_first is None else item.gap_seq_first
     last = "" if item.gap_seq_last is None else item.gap_seq_last
     return (
@@ -172,6 +181,12 @@ def decision_body(what: Mapping[str, Any]) -> str:
     op = str(what.get("event.name", "")).rpartition(".")[2]
     why = what.get("reason", "") + (f" {what['rule']}" if what.get("rule") else "")
     return f"{what.get('action', '')} {op} {_destination(what)}: {why}"
+
+
+def dns_body(rec: DnsRecord) -> str:
+    """`dns www.example.com A -> 198.18.1.1, 198.18.1.2: admitted` — short, for people."""
+    answers = ", ".join(rec.answers or ()) or rec.rcode or rec.parse_error or "-"
+    return f"dns {rec.qname or '?'} {rec.qtype or '?'} -> {answers}: {rec.verdict}"
 
 
 def gap_body(gap: Gap) -> str:
@@ -249,7 +264,8 @@ class LogEncoder:
         self.host_name = host_name
         every = [f.name for f in msgspec.structs.fields(Record)]
         self._what, self._what_specs = _group(_WHAT)
-        self._who, self._who_specs = _group(n for n in every if n not in {*_WHAT, *_UNIQUE})
+        per_record = {*_WHAT, *_UNIQUE, *(name for name, _ in _DNS_EVIDENCE)}
+        self._who, self._who_specs = _group(n for n in every if n not in per_record)
         self._what_memo = _Memo(self._build_what)
         self._who_memo = _Memo(self._build_who)
         self._clock = _Clock()
@@ -276,6 +292,13 @@ class LogEncoder:
                 ts_raw = ts.encode()
                 rid = f"{item.host_name or host}:{item.cgroup_id}:{seq}:{bpf_ts}".encode()
                 bpf_raw, seq_raw, cookie_raw = varint(bpf_ts), varint(seq), varint(item.sock_cookie)
+                evidence = b""
+                if item.dns_qname is not None:
+                    evidence = b"".join(
+                        key_value(key, value)
+                        for name, key in _DNS_EVIDENCE
+                        if (value := getattr(item, name)) is not None
+                    )
                 body = b"".join(
                     (
                         b"\x09",
@@ -292,6 +315,7 @@ class LogEncoder:
                         cookie_raw,
                         rid_pre[len(rid)],
                         rid,
+                        evidence,
                         observed,
                     )
                 )
@@ -323,6 +347,8 @@ class LogEncoder:
         attrs["record_id"] = record_id(item, self.host_name)
         if isinstance(item, Gap):
             head = _header(GAP_SEVERITY, gap_body(item), item.event_name)
+        elif isinstance(item, DnsRecord):
+            head = _header(SEVERITY["allowed"], dns_body(item), item.event_name)
         else:
             severity = SEVERITY.get(item.action, _UNKNOWN_SEVERITY)
             head = _header(severity, decision_body(attrs), item.event_name)
@@ -393,6 +419,8 @@ def spans_from_data(entries: bytes) -> Spans:
     for rec in ScopeLogs.FromString(entries).log_records:
         attrs = {kv.key: kv.value for kv in rec.attributes}
         cgroup = attrs["cgroup_id"].string_value if "cgroup_id" in attrs else None
+        if rec.event_name == EVENT_NAMES["dns"]:
+            cgroup = DNS_SPAN_PREFIX + (cgroup or "")
         if rec.event_name == EVENT_NAMES["gap"]:
             count = attrs["gap.count"].int_value
             first = attrs["gap.seq_first"].int_value if "gap.seq_first" in attrs else None

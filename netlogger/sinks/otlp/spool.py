@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from netlogger.errors import StateError
-from netlogger.pipeline.record import Gap, Item, Record
+from netlogger.pipeline.record import DnsRecord, Gap, Item, Record
 
 _NAME = re.compile(r"(\d{16})(?:-(\d{16}))?\.(seg|gap)")
 
@@ -58,6 +58,8 @@ class Span:
 
 
 Spans = dict[str | None, Span]  # by cgroup id; None for losses not tied to one cgroup
+# DNS records count in their own sequence per cgroup: their spans are keyed apart.
+DNS_SPAN_PREFIX = "dns:"
 
 
 def _all_records(items: Sequence[Item]) -> TypeGuard[Sequence[Record]]:
@@ -77,14 +79,18 @@ def spans_of(items: Sequence[Item]) -> Spans:
         }
     spans: Spans = {}
     for item in items:
+        key = item.cgroup_id
         if type(item) is Record:
             span = Span(1, item.seq, item.seq, item.ts)
+        elif type(item) is DnsRecord:
+            span = Span(1, item.seq, item.seq, item.ts)
+            key = DNS_SPAN_PREFIX + item.cgroup_id
         else:
             assert isinstance(item, Gap)
             span = Span(item.gap_count, item.gap_seq_first, item.gap_seq_last, item.ts)
-        known = spans.get(item.cgroup_id)
+        known = spans.get(key)
         if known is None:
-            spans[item.cgroup_id] = span
+            spans[key] = span
         else:
             known.extend(span)
     return spans
