@@ -15,7 +15,7 @@ fi
 # Build: clang, libbpf headers, libbpf1 (its static linker joins bpf/ units). Tests: llvm (llvm-nm).
 # Run: libbpf1, iproute2 (netns), procps (sysctl).
 # python3-venv: the wheel test installs the built wheel into a fresh virtual environment.
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev gcc iproute2 procps util-linux
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev gcc libc6-dev iproute2 procps util-linux
               python3-pip python3-venv)
 
 missing=()

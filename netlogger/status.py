@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netlogger import privileges
-from netlogger.doctor import AF_PACKET_NOTE
+from netlogger import coverage, privileges
+from netlogger.backstop import Backstop
 from netlogger.enforce import Enforcer
 from netlogger.errors import KernelError
+from netlogger.kernel import cgroup
 from netlogger.kernel.plane import Plane
 from netlogger.metrics import Snapshot
 from netlogger.pipeline.fanout import Fanout
@@ -58,9 +59,16 @@ def _by_action(counts: dict[tuple[str, str], int]) -> dict[str, int]:
 
 class Reporter:
     def __init__(
-        self, info: AgentInfo, plane: Plane, enforcer: Enforcer, pump: Pump, fanout: Fanout
+        self,
+        info: AgentInfo,
+        plane: Plane,
+        enforcer: Enforcer,
+        pump: Pump,
+        fanout: Fanout,
+        backstop: Backstop,
     ) -> None:
         self.info = info
+        self.backstop = backstop
         self.plane = plane
         self.enforcer = enforcer
         self.pump = pump
@@ -77,9 +85,15 @@ class Reporter:
     def status(self) -> dict[str, Any]:
         info = self.info
         enrolled = []
+        layers = self.plane.layers
         for entry in self.enforcer.enrolled():
             item = asdict(entry)
             item["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
+            is_container = bool(entry.container_id)
+            veths = [v.name for v in self.backstop.veths_of(entry.container_id)]
+            item["veths"] = veths
+            item["layers"] = coverage.covering(layers, is_container, veths)
+            item["open"] = coverage.open_holes(layers, is_container, veths)
             enrolled.append(item)
         states = self._sink_states()
         return {
@@ -110,7 +124,8 @@ class Reporter:
                 {**asdict(lane), **states.get(lane.name, {})} for lane in self.fanout.stats()
             ],
             "tail_subscribers": self.fanout.subscribers(),
-            "notes": [AF_PACKET_NOTE],
+            "layers": layers,
+            "notes": coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
         }
 
     def snapshot(self) -> Snapshot:

@@ -80,11 +80,15 @@ assert [f.name for f in msgspec.structs.fields(Record)][:31] == [
     "host_name", "container_id", "agent", "project", "rule", "dst_ip", "dst_port"]  # fmt: skip
 
 _OPS = {abi.Op.CONNECT.value: EVENT_NAMES["connect"], abi.Op.SENDMSG.value: EVENT_NAMES["sendmsg"],
-        abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"]}  # fmt: skip
+        abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"],
+        abi.Op.PACKET.value: EVENT_NAMES["packet"]}  # fmt: skip
+# Ops whose records name the family: no destination says it for them.
+_FAMILY_OPS = {abi.Op.SOCK_CREATE.value, abi.Op.PACKET.value}
+_FAMILIES = {f.value: f.name.lower() for f in abi.Family}
 _ACTIONS = {a.value: a.name.lower() for a in abi.Action}
 _MODES = {m.value: m.name.lower() for m in abi.Mode}
 _REASONS = {r.value: r.name.lower() for r in abi.Reason}
-_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw"}
+_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _F = abi.Flag
 _MAPPED = int(_F.IPV4_MAPPED)  # a plain int: IntFlag arithmetic costs microseconds
@@ -199,10 +203,14 @@ class Decoder:
             self.policy_name(v[_K["policy_id"]]),
             v[_K["comm"]].split(b"\0", 1)[0].decode(errors="replace"),
         )  # fmt: skip
+        op, family = v[_K["op"]], v[_K["family"]]
+        frame = op == abi.Op.PACKET and family == abi.Family.PACKET
         tail = (
             self.rule_name(rule_id) if rule_id else None,
-            None if no_dst else dst_ip(v[_K["family"]], flags, v[_K["daddr"]]),
+            None if no_dst else dst_ip(family, flags, v[_K["daddr"]]),
             None if no_dst else str(v[_K["dport"]]),
+            name(_FAMILIES, "family") if op in _FAMILY_OPS else None,
+            f"0x{v[_K['protocol']]:04x}" if frame else None,
         )
         return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 

@@ -14,6 +14,7 @@ EVENT_NAMES = {
     "connect": "ebpf.egress.connect",
     "sendmsg": "ebpf.egress.sendmsg",
     "sock_create": "ebpf.egress.sock_create",
+    "packet": "ebpf.egress.packet",
     "gap": "ebpf.egress.gap",
 }
 
@@ -52,6 +53,8 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     rule: str | None = None
     dst_ip: str | None = None
     dst_port: str | None = None
+    family: str | None = None  # socket creation and frames: inet / inet6 / packet / xdp
+    ethertype: str | None = None  # frames of neither IP family: "0x88b5"
     attribution: str | None = None
     dst_host: str | None = None
 
