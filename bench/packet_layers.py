@@ -21,13 +21,10 @@ from __future__ import annotations
 import socket
 import statistics
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
-from pyroute2 import IPRoute, NetNS
-
-from bench.harness import Bench, arguments, bench_plane
-from netlogger import backstop
+from bench.harness import arguments, bench_plane
+from netlogger import backstop, sandbox
 from netlogger.kernel import abi, loader
 from netlogger.kernel.spec import BACKSTOP
 
@@ -35,26 +32,6 @@ HOST4, WORKLOAD4, PORT, DENIED_PORT = "198.19.0.1", "198.19.0.2", 5000, 5001
 POLICY = (
     f"policies:\n  bench:\n    allow:\n      - {{cidr: {HOST4}/32, ports: [{PORT}], proto: udp}}\n"
 )
-
-
-@contextmanager
-def host_veth(bench: Bench) -> Iterator[int]:
-    """A veth from the workload's namespace into this one; yields the host side's ifindex."""
-    host_name, inner = f"nlb{bench.tag}"[:15], "nlbw0"
-    with IPRoute() as ip:
-        ip.link("add", ifname=host_name, kind="veth", peer={"ifname": inner})
-        try:
-            index = ip.link_lookup(ifname=host_name)[0]
-            ip.link("set", index=ip.link_lookup(ifname=inner)[0], net_ns_fd=bench.net.workload_ns)
-            ip.addr("add", index=index, address=HOST4, prefixlen=24)
-            ip.link("set", index=index, state="up")
-            with NetNS(bench.net.workload_ns) as ns:
-                inner_index = ns.link_lookup(ifname=inner)[0]
-                ns.addr("add", index=inner_index, address=WORKLOAD4, prefixlen=24)
-                ns.link("set", index=inner_index, state="up")
-            yield index
-        finally:
-            ip.link("del", index=ip.link_lookup(ifname=host_name)[0])
 
 
 def main() -> None:
@@ -65,7 +42,7 @@ def main() -> None:
         owner = bench.child("frames")  # the enrolled cgroup the veth's frames answer to
         outside = bench.outside("nlbench-sockets")
         enrolled = bench.child("sockets")
-        ifindex = stack.enter_context(host_veth(bench))
+        ifindex = stack.enter_context(sandbox.host_veth(bench.net.workload_ns, HOST4, WORKLOAD4))
         sink = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         sink.bind((HOST4, PORT))  # never read: a full buffer drops cheaply, no ICMP sent back
         ring = stack.enter_context(plane.reader())

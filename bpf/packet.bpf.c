@@ -68,6 +68,7 @@ int nl_packet_socket(unsigned long long *ctx)
 #define NL_ETH_P_IP 0x0800
 #define NL_ETH_P_ARP 0x0806
 #define NL_ETH_P_IPV6 0x86DD
+#define NL_IPPROTO_HOPOPTS 0
 #define NL_IPPROTO_TCP 6
 #define NL_IPPROTO_UDP 17
 
@@ -127,15 +128,26 @@ static __always_inline int nl_parse(struct __sk_buff *skb, struct nl_frame *f)
 			return -1;
 		nl_dst_from_ip6(&f->dst, &ip6[6], 0);
 		f->dst.flags |= NL_FLAG_IPV6;
-		f->l4 = ((__u8 *)ip6)[6]; /* extension headers are decided without ports */
+		f->l4 = ((__u8 *)ip6)[6];
+		__u32 l4_off = NL_ETH_HLEN + 40;
+		/* One hop-by-hop header is looked through: multicast listener reports
+		 * carry one (router alert). Other extension headers are decided
+		 * without ports. */
+		if (f->l4 == NL_IPPROTO_HOPOPTS) {
+			__u8 ext[2];
+			if (bpf_skb_load_bytes(skb, l4_off, ext, sizeof(ext)))
+				return -1;
+			f->l4 = ext[0];
+			l4_off += (ext[1] + 1) * 8;
+		}
 		if (f->l4 == NL_IPPROTO_ICMPV6) {
 			__u8 type;
-			if (bpf_skb_load_bytes(skb, NL_ETH_HLEN + 40, &type, 1))
+			if (bpf_skb_load_bytes(skb, l4_off, &type, 1))
 				return -1;
 			if (nl_icmp6_link_control(type))
 				return 0;
 		}
-		nl_frame_ports(skb, NL_ETH_HLEN + 40, f);
+		nl_frame_ports(skb, l4_off, f);
 		return 1;
 	}
 	f->dst.asked_family = NL_FAMILY_PACKET;

@@ -82,12 +82,19 @@ def _opts(prog_fd: int = 0, flags: int = 0) -> libbpf.TcOpts:
     )
 
 
+def _has_clsact(ifindex: int) -> bool:
+    with IPRoute() as ip:
+        return any(q.get("kind") == "clsact" for q in ip.get_qdiscs(index=ifindex))
+
+
 def attach_filter(ifindex: int, prog_fd: int) -> None:
     """Put the program on `ifindex`'s ingress, replacing ours if one is there."""
     hook = _hook(ifindex)
-    ret = libbpf.bpf_tc_hook_create(ctypes.byref(hook))
-    if ret < 0 and -ret != errnos.EEXIST:
-        libbpf.raise_for_errno(-ret, Op.ATTACH, f"make the tc hook of ifindex {ifindex}")
+    # Asked first: libbpf logs the kernel's complaint about an existing clsact as a warning.
+    if not _has_clsact(ifindex):
+        ret = libbpf.bpf_tc_hook_create(ctypes.byref(hook))
+        if ret < 0 and -ret != errnos.EEXIST:
+            libbpf.raise_for_errno(-ret, Op.ATTACH, f"make the tc hook of ifindex {ifindex}")
     opts = _opts(prog_fd, libbpf.BPF_TC_F_REPLACE)
     libbpf.call(
         libbpf.bpf_tc_attach,
@@ -100,6 +107,8 @@ def attach_filter(ifindex: int, prog_fd: int) -> None:
 
 def detach_filter(ifindex: int) -> bool:
     """Take our filter off `ifindex`; False when it (or the device) is already gone."""
+    if not _has_clsact(ifindex):
+        return False
     ret: int = libbpf.bpf_tc_detach(ctypes.byref(_hook(ifindex)), ctypes.byref(_opts()))
     if ret < 0 and -ret not in (errnos.ENOENT, errnos.ENODEV, errnos.EINVAL):
         libbpf.raise_for_errno(-ret, Op.ATTACH, f"detach {BACKSTOP} from ifindex {ifindex}")

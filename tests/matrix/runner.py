@@ -98,6 +98,8 @@ GUEST_TESTS = [
     "tests/kernel/test_packet.py::test_bypass_allows_packet_sockets_and_records_bypassed",
     "tests/kernel/test_packet.py::test_unenrolled_cgroup_opens_packet_sockets",
     "tests/kernel/test_packet.py::test_packet_sockets_stay_denied_with_the_loader_killed",
+    # tc backstop on a veth: a denied datagram dropped, with its record
+    "tests/kernel/test_backstop.py::test_backstop_drops_what_the_policy_denies_and_records_it",
 ]
 
 # Lines for the "kernel matrix" section of the pytest output (conftest.py prints them).
