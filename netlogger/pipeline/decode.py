@@ -139,10 +139,10 @@ class _Memo(dict[Any, Any]):
 
 
 # What a record's static part decodes to: the event name, the 15 fields after
-# `seq` (Record's `action` to `comm`), the 3 optional destination fields, and
-# which enums were unknown.
+# `seq` (Record's `action` to `comm`), the 5 optional fields (rule, destination,
+# family, ethertype), and which enums were unknown.
 Head = tuple[str, str, str, bool, str, str, str, int, bool, bool, bool, bool, str, str, str]
-Tail = tuple[str | None, str | None, str | None]
+Tail = tuple[str | None, str | None, str | None, str | None, str | None]
 Static = tuple[str, Head, Tail, tuple[str, ...]]
 
 
