@@ -16,7 +16,7 @@ fi
 # Run: libbpf1, iproute2 (netns), procps (sysctl).
 # python3-venv: the wheel test installs the built wheel into a fresh virtual environment.
 # dnsmasq-base: the demo's resolver (the binary only: no service starts listening).
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev gcc iproute2 procps util-linux
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev gcc libc6-dev iproute2 procps util-linux
               python3-pip python3-venv dnsmasq-base)
 
 missing=()

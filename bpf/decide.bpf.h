@@ -218,6 +218,30 @@ static __always_inline void nl_mark_dns_socket(__u64 cookie)
 	bpf_map_update_elem(&nl_dns_socks, &cookie, &one, BPF_ANY);
 }
 
+/* What the policy says about a destination, into `v`; 0 when there is
+ * nothing to decide or record (loopback, unless the policy logs it). `proto`
+ * is the enum nl_proto bit the destination is reached with, 0 for neither.
+ * Shared by the socket hooks and the container backstop. */
+static __always_inline int nl_decide_dst(__u64 cgroup_id, __u32 policy_id,
+					 const struct nl_dst *dst, __u8 proto, __u64 now,
+					 struct nl_verdict *v)
+{
+	if (nl_is_local(dst)) {
+		if (!(nl_policy_flags(policy_id) & NL_POLICY_LOG_LOOPBACK))
+			return 0;
+		v->action = NL_ACTION_ALLOWED;
+		v->reason = NL_REASON_LOOPBACK;
+	} else if (dst->port == NL_PORT_DNS || dst->port == NL_PORT_DNS_TLS) {
+		nl_match_resolver(policy_id, dst, proto, v);
+	} else {
+		nl_match_cidr(policy_id, dst, proto, v);
+		if (v->action == NL_ACTION_DENIED &&
+		    (nl_policy_flags(policy_id) & NL_POLICY_HAS_DOMAINS))
+			nl_match_admitted(cgroup_id, policy_id, dst, proto, now, v);
+	}
+	return 1;
+}
+
 /* connect4/6 and sendmsg4/6: decide, record, and return the hook's verdict. */
 static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, struct nl_dst *dst)
 {
@@ -230,24 +254,12 @@ static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, st
 	if (dst->port == NL_PORT_DNS)
 		nl_mark_dns_socket(cookie);
 
-	__u32 policy_id = en->policy_id;
 	__u32 type = ctx->type;
 	__u8 proto = type == NL_SOCK_STREAM ? NL_PROTO_TCP : type == NL_SOCK_DGRAM ? NL_PROTO_UDP : 0;
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct nl_verdict v = { .policy_id = policy_id, .mode = en->mode };
-	if (nl_is_local(dst)) {
-		if (!(nl_policy_flags(policy_id) & NL_POLICY_LOG_LOOPBACK))
-			return 1;
-		v.action = NL_ACTION_ALLOWED;
-		v.reason = NL_REASON_LOOPBACK;
-	} else if (dst->port == NL_PORT_DNS || dst->port == NL_PORT_DNS_TLS) {
-		nl_match_resolver(policy_id, dst, proto, &v);
-	} else {
-		nl_match_cidr(policy_id, dst, proto, &v);
-		if (v.action == NL_ACTION_DENIED &&
-		    (nl_policy_flags(policy_id) & NL_POLICY_HAS_DOMAINS))
-			nl_match_admitted(cgroup_id, policy_id, dst, proto, now, &v);
-	}
+	struct nl_verdict v = { .policy_id = en->policy_id, .mode = en->mode };
+	if (!nl_decide_dst(cgroup_id, en->policy_id, dst, proto, now, &v))
+		return 1;
 
 	nl_apply_mode(en, now, &v);
 

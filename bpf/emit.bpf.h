@@ -77,24 +77,26 @@ static __always_inline int nl_take_token(__u64 *tat_ns, __u64 now)
 	return 1;
 }
 
-static __always_inline void nl_emit(const struct nl_subject *subj, const struct nl_dst *dst,
-				    const struct nl_verdict *v, __u64 now)
+/* Takes the record's sequence number first, then a ring slot holding the
+ * decision; 0 when the record is counted as throttled or lost instead.
+ * `limited`: whether the token bucket may drop it. The task fields are zero
+ * here: only hooks that run in the task's context (nl_emit) know them. */
+static __always_inline struct nl_event *nl_reserve(const struct nl_subject *subj,
+						   const struct nl_dst *dst,
+						   const struct nl_verdict *v, __u64 now,
+						   int limited)
 {
 	struct nl_cgroup_state *st = nl_state_of(subj->cgroup_id);
 	if (!st) {
 		struct nl_cpu_loss *loss = nl_cpu_loss_slot();
 		if (loss)
 			loss->no_state++;
-		return;
+		return 0;
 	}
 	__u64 seq = __sync_fetch_and_add(&st->seq, 1);
-
-	/* Only plain allowed records are throttled: denies, bypasses and
-	 * audit would-denies are the records someone will look for. */
-	int plain_allow = v->action == NL_ACTION_ALLOWED && !(v->flags & NL_FLAG_WOULD_DENY);
-	if (plain_allow && !nl_take_token(&st->tat_ns, now)) {
+	if (limited && !nl_take_token(&st->tat_ns, now)) {
 		__sync_fetch_and_add(&st->throttled, 1);
-		return;
+		return 0;
 	}
 
 	struct nl_event *e = bpf_ringbuf_reserve(&nl_events, sizeof(*e), 0);
@@ -103,12 +105,8 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 		struct nl_cpu_loss *loss = nl_cpu_loss_slot();
 		if (loss)
 			loss->ringbuf_lost++;
-		return;
+		return 0;
 	}
-
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-
 	e->hdr.op = subj->op;
 	e->hdr.version = NL_ABI_VERSION;
 	e->hdr.size = sizeof(*e);
@@ -116,12 +114,12 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	e->ts_ns = now;
 	e->seq = seq;
 	e->cgroup_id = subj->cgroup_id;
-	e->task_cgroup_id = bpf_get_current_cgroup_id();
+	e->task_cgroup_id = 0;
 	e->sock_cookie = subj->sock_cookie;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)uid_gid;
-	e->gid = uid_gid >> 32;
+	e->pid = 0;
+	e->tid = 0;
+	e->uid = 0;
+	e->gid = 0;
 	e->rule_id = v->rule_id;
 	e->policy_id = v->policy_id;
 	__builtin_memcpy(e->daddr, dst->asked, sizeof(e->daddr));
@@ -134,7 +132,12 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	e->reason = v->reason;
 	e->flags = v->flags | dst->flags;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
+	return e;
+}
+
+static __always_inline void nl_submit(struct nl_event *e)
+{
 	/* A wakeup is an IPI: it costs several times the record (3 us measured in
 	 * a VM). Wake the agent only when this record makes the waiting data cross
 	 * the threshold; the agent polls on a short timeout for everything else. */
@@ -142,6 +145,27 @@ static __always_inline void nl_emit(const struct nl_subject *subj, const struct 
 	__u64 crossing = waiting >= nl_cfg.wakeup_bytes &&
 			 waiting - NL_RECORD_SPAN < nl_cfg.wakeup_bytes;
 	bpf_ringbuf_submit(e, crossing ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* A decision made in the deciding task's context: the record names the task. */
+static __always_inline void nl_emit(const struct nl_subject *subj, const struct nl_dst *dst,
+				    const struct nl_verdict *v, __u64 now)
+{
+	/* Only plain allowed records are throttled: denies, bypasses and
+	 * audit would-denies are the records someone will look for. */
+	int plain_allow = v->action == NL_ACTION_ALLOWED && !(v->flags & NL_FLAG_WOULD_DENY);
+	struct nl_event *e = nl_reserve(subj, dst, v, now, plain_allow);
+	if (!e)
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	e->task_cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	nl_submit(e);
 }
 
 #endif /* NETLOGGER_EMIT_BPF_H */

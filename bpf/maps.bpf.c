@@ -24,6 +24,7 @@ struct nl_dns_socks_def nl_dns_socks SEC(".maps");
 struct nl_dns_scratch_def nl_dns_scratch SEC(".maps");
 struct nl_dns_admitted_def nl_dns_admitted SEC(".maps");
 struct nl_dns_queries_def nl_dns_queries SEC(".maps");
+struct nl_veths_def nl_veths SEC(".maps");
 
 const volatile struct nl_config nl_cfg = {};
 

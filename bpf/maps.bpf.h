@@ -190,6 +190,14 @@ extern struct nl_meta_def nl_meta SEC(".maps");
 
 
 /* Loader-set constants (.rodata), fixed at load time; defined in maps.bpf.c. */
+struct nl_veths_def {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct nl_veth);
+};
+extern struct nl_veths_def nl_veths SEC(".maps");
+
 extern const volatile struct nl_config nl_cfg;
 
 #endif /* NETLOGGER_MAPS_BPF_H */

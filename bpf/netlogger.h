@@ -11,7 +11,8 @@
  * Python needs too are enums for that reason: they appear in BTF).
  *
  * Address families: every `family` field in these structs holds AF_INET or
- * AF_INET6 (enum nl_family), the kernel's own values, never 4 or 6.
+ * AF_INET6 (enum nl_family), the kernel's own values, never 4 or 6; only a
+ * record of a created socket or of a frame may also hold AF_PACKET or AF_XDP.
  */
 #ifndef NETLOGGER_H
 #define NETLOGGER_H
@@ -24,10 +25,12 @@
 #define NL_MAX_LEVELS 32	 /* cgroup depths the enrollment lookup searches */
 #define NL_MAX_PORT_RULES 16	 /* port rules per (policy, prefix) */
 
-/* The values of AF_INET and AF_INET6. */
+/* The values of AF_INET, AF_INET6, AF_PACKET and AF_XDP. */
 enum nl_family {
 	NL_FAMILY_INET = 2,
 	NL_FAMILY_INET6 = 10,
+	NL_FAMILY_PACKET = 17,
+	NL_FAMILY_XDP = 44,
 };
 
 /* Destination ports that are DNS: only a policy's resolvers may be asked. */
@@ -47,6 +50,7 @@ enum nl_op {
 	NL_OP_SENDMSG = 2,
 	NL_OP_SOCK_CREATE = 3,
 	NL_OP_DNS = 4, /* struct nl_dns_event, in its own ring nl_dns_events */
+	NL_OP_PACKET = 5, /* a frame the container backstop (tc) decided */
 };
 
 enum nl_action {
@@ -73,6 +77,8 @@ enum nl_reason {
 	NL_REASON_UNRESOLVED_IP = 9,	     /* domain rules exist; no live answer admitted it */
 	NL_REASON_DNS_OVER_TLS = 10,	     /* port 853 to anything but the policy's resolvers */
 	NL_REASON_DNS_OVER_TCP = 11,	     /* TCP/53 to anything but the policy's resolvers */
+	NL_REASON_PACKET_SOCKET = 12,     /* AF_PACKET, SOCK_PACKET or AF_XDP socket */
+	NL_REASON_ETHERTYPE = 13,	     /* a frame neither IP, ARP nor neighbour discovery */
 };
 
 enum nl_flag {
@@ -143,7 +149,7 @@ struct nl_enrollment {
 struct nl_cgroup_state {
 	__u64 seq;	    /* next sequence number */
 	__u64 tat_ns;	    /* token bucket (GCRA) theoretical arrival time */
-	__u64 throttled;    /* allowed records dropped by the token bucket */
+	__u64 throttled;    /* allowed records and backstop drops dropped by the token bucket */
 	__u64 ringbuf_lost; /* records lost because the ring was full */
 	__u64 dns_seq;	    /* next DNS record sequence number (nl_dns_events) */
 	__u64 dns_tat_ns;   /* token bucket of the DNS records */
@@ -155,6 +161,14 @@ struct nl_cgroup_state {
 struct nl_cpu_loss {
 	__u64 ringbuf_lost; /* ring reserve failures */
 	__u64 no_state;	    /* an enrolled cgroup without a state entry */
+};
+
+/*
+ * nl_veths: host-side ifindex of an enrolled container's veth -> the enrolled
+ * cgroup whose policy the backstop holds that veth's frames to. Written by the agent.
+ */
+struct nl_veth {
+	__u64 cgroup_id;
 };
 
 /* nl_policies: policy id -> policy-wide switches. */

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from netlogger import control, privileges
+from netlogger.backstop import Backstop
 from netlogger.config.check import Checked
 from netlogger.config.model import Sink as SinkSpec
 from netlogger.container_watch import ContainerWatch
-from netlogger.containers import Engine
+from netlogger.containers import DEFAULT_ENGINE, Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
 from netlogger.enrich.dns import STATE_FILE, DnsEnricher, boot_ns, write_atomically
@@ -136,6 +137,8 @@ class Agent:
         self.enforcer.apply_policies(self.policies)
         for target in statics:
             self.enforcer.enroll(target)
+        self.backstop = Backstop(self.plane)
+        self._recover_backstops()
 
         self.pump = self._pipeline(sinks)
         self.fanout = self.pump.fanout
@@ -150,7 +153,7 @@ class Agent:
             os.getpid(),
         )
         self.reporter = Reporter(
-            info, self.plane, self.enforcer, self.pump, self.fanout, self._dns_status
+            info, self.plane, self.enforcer, self.pump, self.fanout, self.backstop, self._dns_status
         )
         self.commands = Commands(
             self.enforcer,
@@ -160,6 +163,7 @@ class Agent:
             self.config.containers,
             self.engine,
             stack,
+            self.backstop,
         )
         self.control = control.ControlServer(opts.control_socket, self.commands)
         stack.callback(self.control.close)
@@ -173,6 +177,18 @@ class Agent:
                 self.enforcer.enrolled,
             )
             self._spawn("containers", lambda: watch.run(self.stop_event))
+
+    def _recover_backstops(self) -> None:
+        """After a restart: the backstop again on containers enrolled before it."""
+        ids = [e.container_id for e in self.enforcer.enrolled() if e.container_id]
+        if not ids or self.backstop.why_not is not None:
+            return
+        engine = self.engine or Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+        try:
+            self.backstop.recover(ids, engine.find)
+        finally:
+            if engine is not self.engine:
+                engine.close()
 
     def _pipeline(self, sinks: Sequence[Sink]) -> Pump:
         """ring -> decoder -> enrichers -> fan-out -> sinks, not yet running."""

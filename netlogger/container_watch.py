@@ -34,7 +34,7 @@ class ContainerWatch:
         self,
         engine: Engine,
         spec: Containers,
-        enroll: Callable[[Target], Enrolled],
+        enroll: Callable[[Target, Container], Enrolled],
         unenroll: Callable[[int], Enrolled],
         enrolled: Callable[[], list[Enrolled]],
     ) -> None:
@@ -61,7 +61,7 @@ class ContainerWatch:
                 stop.wait(RETRY_SECONDS)
 
     def started(self, c: Container) -> None:
-        self._enroll(container_target(self.spec, c))
+        self._enroll(container_target(self.spec, c), c)
 
     def stopped(self, container_id: str) -> None:
         for entry in self._enrolled():

@@ -14,16 +14,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlogger import privileges, resolvers, sandbox
+from netlogger import coverage, privileges, resolvers, sandbox
 from netlogger.errors import NetloggerError
 from netlogger.kernel import cgroup, features, libbpf, loader, mounts
-
-AF_PACKET_NOTE = (
-    "cgroup/sock_create runs only for inet sockets: AF_PACKET sockets are out of its "
-    "reach, so an enrolled workload holding CAP_NET_RAW can bypass enforcement; "
-    "drop CAP_NET_RAW from enrolled containers"
-)
-
 
 # The oldest kernel the kernel matrix (tests/matrix) runs the kernel tests on, in CI.
 # Informational only: whether netlogger runs here is for the probes and the trial load.
@@ -86,8 +79,12 @@ def _bpffs() -> Check:
 
 def _btf() -> Check:
     if Path("/sys/kernel/btf/vmlinux").exists():
-        return Check("kernel BTF", "ok", "/sys/kernel/btf/vmlinux (not required)")
-    return Check("kernel BTF", "ok", "absent; not required: the programs read UAPI fields only")
+        return Check("kernel BTF", "ok", "/sys/kernel/btf/vmlinux (the LSM layer attaches by it)")
+    return Check(
+        "kernel BTF",
+        "ok",
+        "absent; the cgroup programs read UAPI fields only; the LSM layer needs it",
+    )
 
 
 def _features() -> list[Check]:
@@ -106,15 +103,23 @@ def _features() -> list[Check]:
     return checks
 
 
+def _layers() -> list[Check]:
+    """The optional layers: which this kernel takes, and why not the others."""
+    try:
+        layers = features.layers()
+    except NetloggerError as exc:
+        return [Check("layers", "fail", f"{type(exc).__name__}: {exc}")]
+    return [Check(c.name, c.status, c.detail) for c in coverage.layer_checks(layers)]
+
+
 def _trial() -> Check:
     try:
         with sandbox.cgroup(cgroup.root(), f"netlogger-doctor-{uuid.uuid4().hex[:8]}") as cg:
             programs = loader.trial(cg)
     except (NetloggerError, OSError) as exc:
         return Check("trial load", "fail", f"{type(exc).__name__}: {exc}")
-    return Check(
-        "trial load", "ok", f"loaded and attached {len(programs)} programs to a test cgroup"
-    )
+    detail = f"loaded {len(programs)} programs; attached the cgroup ones to a test cgroup"
+    return Check("trial load", "ok", detail)
 
 
 def _stats() -> Check:
@@ -156,5 +161,5 @@ def run_checks() -> list[Check]:
         checks.append(_trial())
     else:
         checks.append(Check("trial load", "fail", "skipped: needs the privileges above"))
-    checks += [_stats(), resolver_paths(), Check("AF_PACKET", "warn", AF_PACKET_NOTE)]
+    checks += [_stats(), resolver_paths(), *_layers()]
     return checks

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute, NetNS, netns
 
 from netlogger.errors import UsageError
 from netlogger.kernel.cgroup import Cgroup, resolve
@@ -160,3 +160,25 @@ def resolver(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def host_veth(netns_name: str, host4: str, inner4: str, prefixlen: int = 24) -> Iterator[int]:
+    """A veth from namespace `netns_name` into this one, as a container's is; yields the
+    host side's ifindex. Removed (both ends) on the way out."""
+    host_name, inner = f"nlh{uuid.uuid4().hex[:8]}", "nlv0"
+    with IPRoute() as ip:
+        ip.link("add", ifname=host_name, kind="veth", peer={"ifname": inner})
+        try:
+            index: int = ip.link_lookup(ifname=host_name)[0]
+            ip.link("set", index=ip.link_lookup(ifname=inner)[0], net_ns_fd=netns_name)
+            ip.addr("add", index=index, address=host4, prefixlen=prefixlen)
+            ip.link("set", index=index, state="up")
+            with NetNS(netns_name) as ns:
+                inner_index = ns.link_lookup(ifname=inner)[0]
+                ns.addr("add", index=inner_index, address=inner4, prefixlen=prefixlen)
+                ns.link("set", index=inner_index, state="up")
+            yield index
+        finally:
+            with contextlib.suppress(Exception):
+                ip.link("del", index=ip.link_lookup(ifname=host_name)[0])

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netlogger import privileges, resolvers
-from netlogger.doctor import AF_PACKET_NOTE
+from netlogger import coverage, privileges, resolvers
+from netlogger.backstop import Backstop
 from netlogger.enforce import Enforcer
 from netlogger.errors import KernelError
+from netlogger.kernel import cgroup
 from netlogger.kernel.plane import Plane
 from netlogger.metrics import Snapshot
 from netlogger.pipeline.fanout import Fanout
@@ -68,9 +69,11 @@ class Reporter:
         enforcer: Enforcer,
         pump: Pump,
         fanout: Fanout,
+        backstop: Backstop,
         dns: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.info = info
+        self.backstop = backstop
         self.plane = plane
         self.enforcer = enforcer
         self.pump = pump
@@ -88,11 +91,17 @@ class Reporter:
     def status(self) -> dict[str, Any]:
         info = self.info
         enrolled = []
+        layers = self.plane.layers
         for entry in self.enforcer.enrolled():
             item = asdict(entry)
             item["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
             if entry.path:  # lookups its tasks make where the kernel cannot see them
                 item["resolver_paths"] = resolvers.of_cgroup(Path(entry.path))
+            is_container = bool(entry.container_id)
+            veths = [v.name for v in self.backstop.veths_of(entry.container_id)]
+            item["veths"] = veths
+            item["layers"] = coverage.covering(layers, is_container, veths)
+            item["open"] = coverage.open_holes(layers, is_container, veths)
             enrolled.append(item)
         states = self._sink_states()
         return {
@@ -127,7 +136,8 @@ class Reporter:
                 {**asdict(lane), **states.get(lane.name, {})} for lane in self.fanout.stats()
             ],
             "tail_subscribers": self.fanout.subscribers(),
-            "notes": [AF_PACKET_NOTE],
+            "layers": layers,
+            "notes": coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
         }
 
     def snapshot(self) -> Snapshot:

@@ -33,7 +33,9 @@ def enrolled_rows(entries: list[dict[str, Any]]) -> str:
             str(e["seq"]),
             str(e["throttled"]),
             str(e["ringbuf_lost"]),
-            "YES (can bypass via AF_PACKET)" if e.get("raw_capable") else "no",
+            "yes" if e.get("raw_capable") else "no",
+            "+".join(e.get("layers", [])) or "-",
+            "; ".join(e.get("open", [])) or "-",
         ]
         for e in entries
     ]
@@ -51,6 +53,8 @@ def enrolled_rows(entries: list[dict[str, Any]]) -> str:
             "THROTTLED",
             "RING LOST",
             "CAP_NET_RAW",
+            "LAYERS",
+            "OPEN",
         ],
     )
 

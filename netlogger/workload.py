@@ -60,6 +60,34 @@ def open_socket(family: int, kind: str) -> int:
     return _errno(make)
 
 
+AF_PACKET, AF_XDP, SOCK_PACKET, ETH_P_ALL = 17, 44, 10, 0x0003
+# The sockets that write frames past every inet hook, by the name tests use.
+_PACKET_SOCKETS = {
+    "raw": (AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)),
+    "dgram": (AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL)),
+    "obsolete": (socket.AF_INET, SOCK_PACKET, socket.htons(ETH_P_ALL)),  # (PF_INET, SOCK_PACKET)
+    "xdp": (AF_XDP, socket.SOCK_RAW, 0),
+}
+
+
+def packet_socket(kind: str) -> int:
+    family, type_, proto = _PACKET_SOCKETS[kind]
+    return _errno(lambda: socket.socket(family, type_, proto).close())
+
+
+def keep_socket() -> int:
+    """Open a UDP socket here and keep it, to use after a move to another cgroup."""
+    global _kept
+    _kept = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return 0
+
+
+def send_kept(addr: str, port: int) -> int:
+    assert _kept is not None
+    kept = _kept
+    return _errno(lambda: kept.sendto(b"netlogger", (addr, port)))
+
+
 def flood(family: int, addr: str, port: int, count: int) -> dict[str, Any]:
     """`count` UDP connects on one socket; counts the errno of each."""
     results: dict[str, int] = {}
@@ -78,6 +106,24 @@ def time_connects(family: int, addr: str, port: int, count: int) -> float:
         for _ in range(count):
             s.connect(target)
         return (time.perf_counter_ns() - start) / count
+
+
+def time_sendto(addr: str, port: int, count: int) -> float:
+    """Nanoseconds per UDP datagram sent over `count` sendto() calls (for bench/)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        target, payload = (addr, port), b"x" * 64
+        start = time.perf_counter_ns()
+        for _ in range(count):
+            s.sendto(payload, target)
+        return (time.perf_counter_ns() - start) / count
+
+
+def time_sockets(count: int) -> float:
+    """Nanoseconds per AF_UNIX socket() and close(): no cgroup socket hook sees them."""
+    start = time.perf_counter_ns()
+    for _ in range(count):
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()
+    return (time.perf_counter_ns() - start) / count
 
 
 def paced(family: int, addr: str, port: int, count: int, interval: float) -> int:
@@ -140,13 +186,19 @@ def query_flood(addr: str, port: int, payloads: list[str], count: int) -> int:
 
 
 _listener: socket.socket | None = None
+_kept: socket.socket | None = None
 # Each takes the keyword arguments of a JSON command line.
 COMMANDS: dict[str, Callable[..., Any]] = {
+    "packet_socket": packet_socket,
+    "keep_socket": keep_socket,
+    "send_kept": send_kept,
     "connect": connect,
     "sendto": sendto,
     "socket": open_socket,
     "flood": flood,
     "time_connects": time_connects,
+    "time_sendto": time_sendto,
+    "time_sockets": time_sockets,
     "paced": paced,
     "join_cgroup": join_cgroup,
     "listen": listen,

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from netlogger import tail
+from netlogger.backstop import Backstop
 from netlogger.config.model import Containers
 from netlogger.container_watch import container_target
 from netlogger.containers import DEFAULT_ENGINE, Container, Engine
@@ -38,8 +39,10 @@ class Commands:
         containers: Containers | None,
         engine: Engine | None,
         stack: ExitStack,
+        backstop: Backstop,
     ) -> None:
         self.enforcer = enforcer
+        self.backstop = backstop
         self.pump = pump
         self.fanout = fanout
         self._status = status
@@ -50,16 +53,21 @@ class Commands:
 
     # -- enforcement changes, for requests and the container watcher ---------------------
 
-    def enroll(self, target: Target) -> Enrolled:
+    def enroll(self, target: Target, container: Container | None = None) -> Enrolled:
+        """Enroll `target`; a container also gets the backstop on its veths."""
         with self._ops:
             entry = self.enforcer.enroll(target)
             self.pump.forget(entry.cgroup_id)
+            if container is not None:
+                self.backstop.cover(container)
             return entry
 
     def unenroll(self, cgroup_id: int) -> Enrolled:
         with self._ops:
-            self.enforcer.get(cgroup_id)  # refuses what is not enrolled, before anything moves
+            before = self.enforcer.get(cgroup_id)  # refuses what is not enrolled
             self.pump.report_losses(only=cgroup_id)
+            if before.container_id:
+                self.backstop.detach(before.container_id)
             entry = self.enforcer.unenroll(cgroup_id)
             self.pump.forget(cgroup_id)
             return entry
@@ -108,7 +116,7 @@ class Commands:
             return self._status()
         cg, container = self._resolve(request)
         if op == "enroll":
-            return asdict(self.enroll(self._target(request, cg, container)))
+            return asdict(self.enroll(self._target(request, cg, container), container))
         if op == "unenroll":
             return asdict(self.unenroll(cg.id))
         if op == "bypass":

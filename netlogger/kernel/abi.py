@@ -28,10 +28,13 @@ DNS_SCRATCH_BYTES = 4608
 
 
 class Family(enum.IntEnum):
-    """Every `family` field holds these (socket.AF_INET, socket.AF_INET6), never 4 or 6."""
+    """Every `family` field holds these (socket.AF_*), never 4 or 6; PACKET and XDP only
+    in records of created sockets and frames."""
 
     INET = 2
     INET6 = 10
+    PACKET = 17
+    XDP = 44
 
 
 class Port(enum.IntEnum):
@@ -54,6 +57,7 @@ class Op(enum.IntEnum):
     SENDMSG = 2
     SOCK_CREATE = 3
     DNS = 4
+    PACKET = 5
 
 
 class Action(enum.IntEnum):
@@ -80,6 +84,8 @@ class Reason(enum.IntEnum):
     UNRESOLVED_IP = 9
     DNS_OVER_TLS = 10
     DNS_OVER_TCP = 11
+    PACKET_SOCKET = 12
+    ETHERTYPE = 13
 
 
 class Flag(enum.IntFlag):
@@ -185,6 +191,10 @@ class CgroupState(ctypes.Structure):
 
 class CpuLoss(ctypes.Structure):
     _fields_ = [("ringbuf_lost", u64), ("no_state", u64)]
+
+
+class Veth(ctypes.Structure):
+    _fields_ = [("cgroup_id", u64)]
 
 
 class Policy(ctypes.Structure):
@@ -332,6 +342,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "nl_enrollment": Enrollment,
     "nl_cgroup_state": CgroupState,
     "nl_cpu_loss": CpuLoss,
+    "nl_veth": Veth,
     "nl_policy": Policy,
     "nl_cidr_key": CidrKey,
     "nl_port_rule": PortRule,

@@ -5,6 +5,10 @@ Probes are data: each names the feature, the Linux release that brought it
 loader refuses to load when one is missing, naming it; `doctor` lists them all.
 The kernel matrix (tests/matrix) runs every probe on each kernel it boots.
 
+Layers are the optional part: programs that close holes the cgroup hooks
+leave, loaded only where the kernel takes them. Their probes answer why not,
+in words, because "missing" alone does not tell a user what to do.
+
 Program types, helpers, instructions and links are probed by loading tiny
 programs through libbpf's low-level `bpf_prog_load` and reading the verifier
 log ourselves, rather than through libbpf 1.1's `libbpf_probe_bpf_helper`:
@@ -24,12 +28,14 @@ import errno as errnos
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from netlogger.errors import KernelError, NotSupportedError
 from netlogger.kernel import libbpf
 from netlogger.kernel.spec import AttachType
 
-PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
+PROG_SCHED_CLS, PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 3, 8, 9, 18
+PROG_LSM = 29
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LRU_HASH, MAP_LPM_TRIE = 1, 2, 6, 9, 11
 MAP_HASH_OF_MAPS, MAP_RINGBUF = 13, 27
 ATTACH_CGROUP_INET_INGRESS = AttachType.CGROUP_INET_INGRESS
@@ -275,3 +281,72 @@ def require(features: list[Feature] | None = None) -> None:
             names = "; ".join(f"{f.name} (Linux {f.since})" for f in rest)
             err.args = (f"{err}; also missing: {names}",)
         raise err
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # the key programs and status name it by
+    title: str
+    since: str
+    probe: Callable[[], str | None]  # None: the kernel takes it; else why not
+
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+ACTIVE_LSMS = Path("/sys/kernel/security/lsm")
+
+
+def _last_line(log: ctypes.Array[ctypes.c_char]) -> str:
+    lines = log.value.decode(errors="replace").strip().splitlines()
+    return f": {lines[-1]}" if lines else ""
+
+
+def _lsm_cgroup() -> str | None:
+    """Load an allow-everything lsm_cgroup/socket_create program, as the layer's is."""
+    _prog(PROG_CGROUP_SOCK)()  # raises PrivilegeError when EPERM below would mean us
+    if not VMLINUX_BTF.exists():
+        return f"the kernel has no BTF ({VMLINUX_BTF}), which lsm_cgroup programs attach by"
+    btf_id = libbpf.libbpf_find_vmlinux_btf_id(b"socket_create", AttachType.LSM_CGROUP)
+    if btf_id < 0:
+        return "the kernel has no BPF LSM hook socket_create (needs CONFIG_BPF_LSM, Linux 6.0)"
+    if ACTIVE_LSMS.exists() and "bpf" not in ACTIVE_LSMS.read_text().strip().split(","):
+        return "the BPF LSM is not active (add bpf to the lsm= boot parameter)"
+    log = ctypes.create_string_buffer(_LOG_BYTES)
+    opts = libbpf.ProgLoadOpts(
+        sz=ctypes.sizeof(libbpf.ProgLoadOpts),
+        expected_attach_type=AttachType.LSM_CGROUP,
+        attach_btf_id=btf_id,
+        log_level=1,
+        log_size=len(log),
+        log_buf=ctypes.addressof(log),
+    )
+    code = _R0_1 + _EXIT
+    fd = libbpf.bpf_prog_load(PROG_LSM, None, b"GPL", code, len(code) // 8, ctypes.byref(opts))
+    if fd >= 0:
+        os.close(fd)
+        return None
+    err = -fd
+    name = errnos.errorcode.get(err, str(err))
+    if err == errnos.EPERM:
+        # We are privileged (the probe above loaded): this is the kernel's policy.
+        return f"the kernel refuses trampoline programs: {name}"
+    return f"the kernel refuses lsm_cgroup programs: {name}{_last_line(log)}"
+
+
+def _tc() -> str | None:
+    if not _prog(PROG_SCHED_CLS)():
+        return "the kernel refuses tc (sched_cls) programs"
+    for helper_id, helper in ((26, "skb_load_bytes"), (131, "ringbuf_reserve")):
+        if not _helper(PROG_SCHED_CLS, helper_id)():
+            return f"tc programs cannot call {helper} here"
+    return None
+
+
+LAYERS: list[Layer] = [
+    Layer("lsm", "LSM packet-socket denial (lsm_cgroup/socket_create)", "6.0", _lsm_cgroup),
+    Layer("backstop", "container backstop (tc on the host side of the veth)", "5.8", _tc),
+]
+
+
+def layers() -> dict[str, str | None]:
+    """Layer name -> None where this kernel takes it, else why it does not."""
+    return {layer.name: layer.probe() for layer in LAYERS}

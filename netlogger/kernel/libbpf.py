@@ -87,6 +87,7 @@ bpf_program__expected_attach_type = _bind("bpf_program__expected_attach_type", c
 bpf_object__next_program = _bind("bpf_object__next_program", Program, Object, Program)
 bpf_program__name = _bind("bpf_program__name", c_char_p, Program)
 bpf_program__attach_cgroup = _bind("bpf_program__attach_cgroup", Link, Program, c_int)
+bpf_program__set_autoload = _bind("bpf_program__set_autoload", c_int, Program, ctypes.c_bool)
 
 bpf_link__open = _bind("bpf_link__open", Link, c_char_p)
 bpf_link__pin = _bind("bpf_link__pin", c_int, Link, c_char_p)
@@ -146,6 +147,36 @@ btf__free = _bind("btf__free", None, Btf)
 btf__type_cnt = _bind("btf__type_cnt", c_uint32, Btf)
 btf__type_by_id = _bind("btf__type_by_id", c_void_p, Btf, c_uint32)
 btf__name_by_offset = _bind("btf__name_by_offset", c_char_p, Btf, c_uint32)
+
+libbpf_find_vmlinux_btf_id = _bind("libbpf_find_vmlinux_btf_id", c_int, c_char_p, c_uint)
+
+
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("ifindex", c_int),
+        ("attach_point", c_uint),
+        ("parent", c_uint32),
+    ]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts."""
+
+    _fields_ = [
+        ("sz", c_size_t), ("prog_fd", c_int), ("flags", c_uint32), ("prog_id", c_uint32),
+        ("handle", c_uint32), ("priority", c_uint32),
+    ]  # fmt: skip
+
+
+BPF_TC_INGRESS = 1
+BPF_TC_F_REPLACE = 1
+bpf_tc_hook_create = _bind("bpf_tc_hook_create", c_int, ctypes.POINTER(TcHook))
+bpf_tc_attach = _bind("bpf_tc_attach", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
+bpf_tc_detach = _bind("bpf_tc_detach", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
+bpf_tc_query = _bind("bpf_tc_query", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
 
 libbpf_probe_bpf_map_type = _bind("libbpf_probe_bpf_map_type", c_int, c_uint, c_void_p)
 libbpf_num_possible_cpus = _bind("libbpf_num_possible_cpus", c_int)

@@ -8,6 +8,10 @@ never without a program, across crashes and upgrades alike.
 
 What the object holds is spec.py; the pin root is pins.py; carrying pinned
 maps across versions is migrate.py; the loaded result is plane.Plane.
+
+Programs of a layer (features.LAYERS) the kernel refuses are not loaded at
+all (autoload off before load), so the rest load wherever the floor holds;
+`Plane.layers` says which are in and why the others are not.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.libbpf import Op
 from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info
 from netlogger.kernel.plane import Plane, map_fd, map_handle, program_handle
-from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS
+from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS, wanted
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,20 @@ def _configure(obj: int, settings: Settings) -> None:
     )
 
 
-def _open_object(object_path: Path, settings: Settings) -> int:
+def _select_programs(obj: int, layers: dict[str, str | None]) -> None:
+    """Turn off the programs of layers this kernel refuses, so they cannot fail the load."""
+    for name in PROGRAMS:
+        if not wanted(name, layers):
+            libbpf.call(
+                libbpf.bpf_program__set_autoload,
+                Op.CONFIGURE,
+                f"leave out {name}",
+                program_handle(obj, name),
+                False,
+            )
+
+
+def _open_object(object_path: Path, settings: Settings, layers: dict[str, str | None]) -> int:
     if not object_path.exists():
         raise KernelError(f"BPF object {object_path} is missing; build it with: pip install -e .")
     obj = libbpf.call_ptr(
@@ -99,6 +116,7 @@ def _open_object(object_path: Path, settings: Settings) -> int:
     )
     try:
         _configure(obj, settings)
+        _select_programs(obj, layers)
     except BaseException:
         libbpf.bpf_object__close(obj)
         raise
@@ -137,8 +155,14 @@ def _swap(plane: Plane, obj: int, name: str, path: Path) -> None:
     )
 
 
+def _scope_programs(layers: dict[str, str | None]) -> list[str]:
+    """The programs this kernel takes that attach to the scope cgroup."""
+    return [n for n, p in PROGRAMS.items() if p.on_scope and wanted(n, layers)]
+
+
 def _attach(plane: Plane, obj: int, scope_fd: int, undo: ExitStack) -> None:
-    for name in PROGRAMS:
+    # A refused layer's link pinned under an earlier kernel stays as it is.
+    for name in _scope_programs(plane.layers):
         path = pins.link_path(plane.pin_root, name)
         if path.exists():
             _swap(plane, obj, name, path)
@@ -160,9 +184,10 @@ def load(
     found stays as it was.
     """
     features.require()
+    layers = features.layers()
     lock_fd = pins.prepare(pin_root)
     try:
-        obj = _open_object(object_path, settings or Settings())
+        obj = _open_object(object_path, settings or Settings(), layers)
     except BaseException:
         os.close(lock_fd)
         raise
@@ -181,7 +206,7 @@ def load(
         old = migrate.read_record(pinned)
         plan = migrate.plan({n: map_handle(obj, n) for n in MAPS}, pinned, old)
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
-        plane = Plane(pin_root, scope, obj, lock_fd)
+        plane = Plane(pin_root, scope, obj, lock_fd, layers)
         plane.report = plan
         for name in plan.migrated:
             migrate.carry(name, pinned[name], map_fd(obj, name), old)
@@ -198,19 +223,21 @@ def load(
 
 
 def trial(cg: Cgroup, object_path: Path = OBJECT) -> list[str]:
-    """Load every program and attach it to `cg` unpinned, then take it all away again."""
+    """Load every program this kernel takes, attach the scope ones to `cg` unpinned, then
+    take it all away again. Returns the names of the programs loaded."""
     features.require()
-    obj = _open_object(object_path, Settings())
+    layers = features.layers()
+    obj = _open_object(object_path, Settings(), layers)
     links: list[int] = []
     try:
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
         fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for name in PROGRAMS:
+            for name in _scope_programs(layers):
                 links.append(_attach_cgroup(obj, name, cg.path, fd))
         finally:
             os.close(fd)
-        return list(PROGRAMS)
+        return [name for name in PROGRAMS if wanted(name, layers)]
     finally:
         for link in links:
             libbpf.bpf_link__destroy(link)

@@ -13,7 +13,7 @@ from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap, PerCpuArray
 from netlogger.kernel.objinfo import map_info, prog_info
 from netlogger.kernel.ringbuf import RingReader
-from netlogger.kernel.spec import INNER_MAPS, MAPS, PROGRAMS
+from netlogger.kernel.spec import INNER_MAPS, MAPS, PROGRAMS, wanted
 
 
 @dataclass
@@ -67,9 +67,12 @@ class Plane:
     Closing it leaves every pinned link and map in place: enforcement goes on.
     """
 
-    def __init__(self, pin_root: Path, scope: Cgroup, obj: int, lock_fd: int) -> None:
+    def __init__(
+        self, pin_root: Path, scope: Cgroup, obj: int, lock_fd: int, layers: dict[str, str | None]
+    ) -> None:
         self.pin_root = pin_root
         self.scope = scope
+        self.layers = layers  # layer -> None when loaded, else why this kernel refuses it
         self.report = LoadReport()
         self._obj = obj
         self._lock_fd = lock_fd
@@ -87,6 +90,7 @@ class Plane:
         self.labels = typed("nl_labels")
         self.reported = typed("nl_reported")
         self.meta = typed("nl_meta")
+        self.veths = typed("nl_veths")
         self.cpu_loss = PerCpuArray[abi.CpuLoss](
             "nl_cpu_loss", map_fd(obj, "nl_cpu_loss"), abi.CpuLoss
         )
@@ -99,7 +103,9 @@ class Plane:
         self.ring_fd = map_fd(obj, "nl_events")
         self.ring_bytes = int(libbpf.bpf_map__max_entries(map_handle(obj, "nl_events")))
         self.prog_fds = {
-            name: int(libbpf.bpf_program__fd(program_handle(obj, name))) for name in PROGRAMS
+            name: int(libbpf.bpf_program__fd(program_handle(obj, name)))
+            for name in PROGRAMS
+            if wanted(name, layers)
         }
 
     def keep_link(self, link: int) -> None:

@@ -29,13 +29,14 @@ u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 class AttachType(enum.IntEnum):
     """enum bpf_attach_type (linux/bpf.h), named as there without `BPF_`."""
 
-    CGROUP_INET_INGRESS = 0
+    CGROUP_INET_INGRESS = 0  # also what libbpf reports for a tc section, which has none
     CGROUP_INET_EGRESS = 1
     CGROUP_INET_SOCK_CREATE = 2
     CGROUP_INET4_CONNECT = 10
     CGROUP_INET6_CONNECT = 11
     CGROUP_UDP4_SENDMSG = 14
     CGROUP_UDP6_SENDMSG = 15
+    LSM_CGROUP = 43
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class MapSpec:
 @dataclass(frozen=True)
 class ProgramSpec:
     section: str  # SEC() in bpf/, which tells libbpf the program type
-    attach_type: AttachType  # every one attaches to the scope cgroup
+    attach_type: AttachType
+    layer: str | None = None  # an optional layer (features.LAYERS): loaded where it is taken
+    on_scope: bool = True  # attached to the scope cgroup by the loader; else by its layer
 
 
 MAPS: dict[str, MapSpec] = {
@@ -71,6 +74,7 @@ MAPS: dict[str, MapSpec] = {
     "nl_dns_queries": MapSpec(u64, u32, carry=True, of_maps=True),
     "nl_dns_socks": MapSpec(u64, ctypes.c_uint8, carry=True),
     "nl_dns_scratch": MapSpec(u32, ctypes.c_uint8 * abi.DNS_SCRATCH_BYTES, carry=False),
+    "nl_veths": MapSpec(u32, abi.Veth, carry=True),
 }
 
 BPF_MAP_TYPE_LRU_HASH = 9
@@ -103,4 +107,16 @@ PROGRAMS: dict[str, ProgramSpec] = {
     "nl_sock_create": ProgramSpec("cgroup/sock_create", AttachType.CGROUP_INET_SOCK_CREATE),
     "nl_dns_ingress": ProgramSpec("cgroup_skb/ingress", AttachType.CGROUP_INET_INGRESS),
     "nl_dns_egress": ProgramSpec("cgroup_skb/egress", AttachType.CGROUP_INET_EGRESS),
+    "nl_packet_socket": ProgramSpec("lsm_cgroup/socket_create", AttachType.LSM_CGROUP, layer="lsm"),
+    # tc, on each enrolled container's veth: netlogger/backstop.py attaches it.
+    "nl_backstop": ProgramSpec(
+        "tc", AttachType.CGROUP_INET_INGRESS, layer="backstop", on_scope=False
+    ),
 }
+BACKSTOP = "nl_backstop"
+
+
+def wanted(name: str, layers: dict[str, str | None]) -> bool:
+    """Is program `name` for this kernel? `layers`: layer -> None, or why it is refused."""
+    layer = PROGRAMS[name].layer
+    return layer is None or layers.get(layer) is None

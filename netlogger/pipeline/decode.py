@@ -73,19 +73,23 @@ _K = {name: i for i, name in enumerate(_KEY_FIELDS)}
 assert _ROW.size == EVENT_SIZE
 
 # Record's positional order, as _records lays it out.
-assert [f.name for f in msgspec.structs.fields(Record)][:32] == [
+assert [f.name for f in msgspec.structs.fields(Record)][:34] == [
     "event_name", "ts", "bpf_ts_ns", "seq", "action", "mode", "reason", "would_deny",
     "cgroup_id", "task_cgroup_id", "l4_proto", "l4_proto_code", "ipv6", "ipv4_mapped", "nat64",
     "no_dst", "identity", "policy", "comm", "pid", "tid", "uid", "gid", "sock_cookie",
     "host_name", "container_id", "agent", "project", "rule", "dst_ip", "dst_port",
-    "udp_connect"]  # fmt: skip
+    "udp_connect", "family", "ethertype"]  # fmt: skip
 
 _OPS = {abi.Op.CONNECT.value: EVENT_NAMES["connect"], abi.Op.SENDMSG.value: EVENT_NAMES["sendmsg"],
-        abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"]}  # fmt: skip
+        abi.Op.SOCK_CREATE.value: EVENT_NAMES["sock_create"],
+        abi.Op.PACKET.value: EVENT_NAMES["packet"]}  # fmt: skip
+# Ops whose records name the family: no destination says it for them.
+_FAMILY_OPS = {abi.Op.SOCK_CREATE.value, abi.Op.PACKET.value}
+_FAMILIES = {f.value: f.name.lower() for f in abi.Family}
 _ACTIONS = {a.value: a.name.lower() for a in abi.Action}
 _MODES = {m.value: m.name.lower() for m in abi.Mode}
 _REASONS = {r.value: r.name.lower() for r in abi.Reason}
-_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw"}
+_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _F = abi.Flag
 _MAPPED = int(_F.IPV4_MAPPED)  # a plain int: IntFlag arithmetic costs microseconds
@@ -136,10 +140,10 @@ class _Memo(dict[Any, Any]):
 
 
 # What a record's static part decodes to: the event name, the 15 fields after
-# `seq` (Record's `action` to `comm`), the 4 optional fields (rule, address, port,
-# udp_connect), and which enums were unknown.
+# `seq` (Record's `action` to `comm`), the 6 optional fields (rule, address, port,
+# udp_connect, family, ethertype), and which enums were unknown.
 Head = tuple[str, str, str, bool, str, str, str, int, bool, bool, bool, bool, str, str, str]
-Tail = tuple[str | None, str | None, str | None, bool | None]
+Tail = tuple[str | None, str | None, str | None, bool | None, str | None, str | None]
 Static = tuple[str, Head, Tail, tuple[str, ...]]
 
 
@@ -204,11 +208,15 @@ class Decoder:
             self.policy_name(v[_K["policy_id"]]),
             v[_K["comm"]].split(b"\0", 1)[0].decode(errors="replace"),
         )  # fmt: skip
+        op, family = v[_K["op"]], v[_K["family"]]
+        frame = op == abi.Op.PACKET and family == abi.Family.PACKET
         tail = (
             self.rule_name(rule_id) if rule_id else None,
-            None if no_dst else dst_ip(v[_K["family"]], flags, v[_K["daddr"]]),
+            None if no_dst else dst_ip(family, flags, v[_K["daddr"]]),
             None if no_dst else str(v[_K["dport"]]),
             True if flags & _F.UDP_CONNECT else None,
+            name(_FAMILIES, "family") if op in _FAMILY_OPS else None,
+            f"0x{v[_K['protocol']]:04x}" if frame else None,
         )
         return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 

@@ -14,6 +14,7 @@ EVENT_NAMES = {
     "connect": "ebpf.egress.connect",
     "sendmsg": "ebpf.egress.sendmsg",
     "sock_create": "ebpf.egress.sock_create",
+    "packet": "ebpf.egress.packet",
     "gap": "ebpf.egress.gap",
     "dns": "ebpf.egress.dns",
 }
@@ -56,6 +57,8 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     # connect() of a UDP socket: it sends nothing by itself, and glibc's getaddrinfo
     # does it to every candidate address to sort them (RFC 3484), so not an alert.
     udp_connect: bool | None = None
+    family: str | None = None  # socket creation and frames: inet / inet6 / packet / xdp
+    ethertype: str | None = None  # frames of neither IP family: "0x88b5"
     attribution: str | None = None
     dst_host: str | None = None  # the name the workload asked for (the question, not a CNAME)
     # DNS evidence for dst_host (enrich/dns.py): what the agent saw the workload resolve.

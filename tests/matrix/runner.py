@@ -90,6 +90,16 @@ GUEST_TESTS = [
     "tests/kernel/test_dns.py::test_resolver_bypass_reasons",
     # every probe on this kernel, and missing features named by doctor and the loader
     "tests/matrix/test_features.py",
+    # lsm_cgroup/socket_create (6.0+): packet sockets denied with one record each, in a
+    # child cgroup too; audit and bypass; not-enrolled untouched; the loader killed
+    "tests/kernel/test_packet.py::test_packet_sockets_denied_in_enrolled_cgroup",
+    "tests/kernel/test_packet.py::test_packet_sockets_denied_in_child_cgroup",
+    "tests/kernel/test_packet.py::test_audit_allows_packet_sockets_and_records_would_deny",
+    "tests/kernel/test_packet.py::test_bypass_allows_packet_sockets_and_records_bypassed",
+    "tests/kernel/test_packet.py::test_unenrolled_cgroup_opens_packet_sockets",
+    "tests/kernel/test_packet.py::test_packet_sockets_stay_denied_with_the_loader_killed",
+    # tc backstop on a veth: a denied datagram dropped, with its record
+    "tests/kernel/test_backstop.py::test_backstop_drops_what_the_policy_denies_and_records_it",
 ]
 
 # Lines for the "kernel matrix" section of the pytest output (conftest.py prints them).

@@ -82,11 +82,42 @@ def test_no_dst_omits_destination_keys() -> None:
     assert encoded["identity"] == "0" and encoded["l4_proto"] == "raw"
 
 
+def test_packet_socket_record_names_family_and_type() -> None:
+    raw = event(
+        op=abi.Op.SOCK_CREATE, sock_type=2, family=17, flags=abi.Flag.NO_DST, rule_id=0,
+        action=abi.Action.DENIED, reason=abi.Reason.PACKET_SOCKET,
+    )  # fmt: skip
+    rec = decoder().decode(raw)
+    assert rec is not None
+    assert (rec.event_name, rec.reason, rec.family, rec.l4_proto, rec.ethertype) == (
+        "ebpf.egress.sock_create", "packet_socket", "packet", "dgram", None
+    )  # fmt: skip
+
+
+def test_frame_record_names_its_ethertype() -> None:
+    raw = event(
+        op=abi.Op.PACKET, sock_type=3, family=17, protocol=0x88B5, flags=abi.Flag.NO_DST,
+        rule_id=0, action=abi.Action.DENIED, reason=abi.Reason.ETHERTYPE,
+    )  # fmt: skip
+    rec = decoder().decode(raw)
+    assert rec is not None
+    assert (rec.event_name, rec.reason, rec.family, rec.ethertype, rec.dst_ip) == (
+        "ebpf.egress.packet", "ethertype", "packet", "0x88b5", None
+    )  # fmt: skip
+
+
+def test_connect_records_carry_no_family_key() -> None:
+    rec = decoder().decode(event())
+    assert rec is not None
+    encoded = msgspec.json.decode(msgspec.json.encode(rec))
+    assert "family" not in encoded and "ethertype" not in encoded
+
+
 def test_unknown_values_decode_as_unknown_and_are_counted() -> None:
     d = decoder()
-    rec = d.decode(event(action=9, reason=77, sock_type=10))
+    rec = d.decode(event(action=9, reason=77, sock_type=99))
     assert rec is not None
-    assert (rec.action, rec.reason, rec.l4_proto) == ("unknown(9)", "unknown(77)", "unknown(10)")
+    assert (rec.action, rec.reason, rec.l4_proto) == ("unknown(9)", "unknown(77)", "unknown(99)")
     assert d.unknown == {"action": 1, "reason": 1, "sock_type": 1}
 
 
