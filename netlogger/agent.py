@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from netlogger import control, privileges
 from netlogger.backstop import Backstop
 from netlogger.config.check import Checked
@@ -160,6 +162,7 @@ class Agent:
             self.pump,
             self.fanout,
             self.reporter.status,
+            lambda: msgspec.to_builtins(self.config.policies),
             self.config.containers,
             self.engine,
             stack,

@@ -28,6 +28,13 @@ log = logging.getLogger("netlogger")
 
 PLUGIN_GROUP = "netlogger.commands"
 
+socket_option = click.option(
+    "--control-socket",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"the agent's socket (default: ${control.ENV_SOCKET} or {control.DEFAULT_SOCKET})",
+)
+
 
 def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
@@ -152,6 +159,117 @@ def policy_check(file: Path) -> None:
     click.echo(f"{file}: ok")
 
 
+@policy.command("suggest")
+@click.option(
+    "--since", help="history this old (default: 24h from the agent, all of a --from file)"
+)
+@click.option("--agent", multiple=True, help="only this agent's decisions (repeatable)")
+@click.option("--project", multiple=True, help="only this project (repeatable)")
+@click.option("--container", multiple=True, help="only this container id (prefix)")
+@click.option(
+    "--from",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="read this JSONL history instead of asking the agent (repeatable)",
+)
+@click.option("--name", default="suggested", show_default=True, help="the proposed policy's name")
+@click.option(
+    "--diff",
+    "against",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="print what would change against the policy of that name (or the only one) in FILE",
+)
+@socket_option
+def policy_suggest(
+    since: str | None,
+    agent: tuple[str, ...],
+    project: tuple[str, ...],
+    container: tuple[str, ...],
+    files: tuple[Path, ...],
+    name: str,
+    against: Path | None,
+    control_socket: Path | None,
+) -> None:
+    """Print a policy that allows what the workloads were seen to need (from audit history).
+
+    Domain rules where the destination had a name, a wildcard where many names
+    share a registrable domain, /32 and /128 rules for addresses never resolved;
+    every rule commented with its decisions, first and last seen, and agents.
+    Resolver bypasses are findings in a comment, never allows.
+
+    \b
+    Examples:
+      netlogger policy suggest --agent a1 --since 2h > a1.yaml
+      netlogger policy suggest --from /var/log/netlogger/egress.jsonl --name ci
+      netlogger policy suggest --agent a1 --name default --diff /etc/netlogger/config.yaml
+    """
+    from netlogger.policy import suggest as sg
+    from netlogger.tail import Filter
+
+    accept = Filter(frozenset(), frozenset(agent), frozenset(project), tuple(container))
+    if files:
+        records = sg.from_files(files, accept, since)
+    else:
+        records = sg.from_agent(control.socket_path(control_socket), accept, since or "24h")
+    suggestion = sg.suggest(records, name)
+    text = sg.render(suggestion)
+    if against is None:
+        click.echo(text, nl=False)
+        return
+    changes = sg.diff(sg.current_policy(against, name), suggestion.policy())
+    click.echo("\n".join(changes) if changes else f"{against}: no change")
+
+
+@policy.command("test")
+@click.option("--policy", "policy_name", required=True, help="the policy to decide with")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="take the policy from this config or policy file (no running agent needed)",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per destination")
+@click.argument("dests", nargs=-1, required=True, metavar="DEST...")
+@socket_option
+def policy_test(
+    policy_name: str,
+    config_file: Path | None,
+    as_json: bool,
+    dests: tuple[str, ...],
+    control_socket: Path | None,
+) -> None:
+    """What the kernel would decide for each DEST under a policy, in enforce mode.
+
+    DEST is IP[:PORT][/tcp|udp] (IPv6 with a port: [IP]:PORT); the port defaults
+    to 443, the protocol to tcp. The answer comes from the real programs: a
+    throwaway scope cgroup and pin root, the policy compiled into the maps, and
+    a real connect() (tcp) or sendto() (udp) from a process in a network
+    namespace of its own, so nothing leaves the host. Needs root. Without
+    --config it decides with the running agent's policies.
+
+    \b
+    Examples:
+      netlogger policy test --policy default 10.1.2.3:443 10.1.2.3:22
+      netlogger policy test --policy ci --config ci.yaml --json 198.18.0.53:53/udp
+    """
+    from netlogger.policy import probe
+
+    if config_file is not None:
+        from netlogger.config.check import validate
+
+        policies = validate(config_file).policies
+    else:
+        policies = probe.agent_policies(control.socket_path(control_socket))
+    verdicts = probe.decide(policies, policy_name, [probe.parse_dest(d) for d in dests])
+    if as_json:
+        for v in verdicts:
+            click.echo(json.dumps(asdict(v)))
+    else:
+        rows = [[v.dest, v.action, v.reason, v.rule or "-"] for v in verdicts]
+        click.echo(table(rows, ["DEST", "ACTION", "REASON", "RULE"]))
+
+
 @cli.command()
 @click.option("--color/--no-color", default=None, help="color the records (default: on a tty)")
 def demo(color: bool | None) -> None:
@@ -193,14 +311,6 @@ def teardown(pin_root: Path) -> None:
         if removed
         else f"nothing pinned under {pin_root}"
     )
-
-
-socket_option = click.option(
-    "--control-socket",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"the agent's socket (default: ${control.ENV_SOCKET} or {control.DEFAULT_SOCKET})",
-)
 
 
 def target_options(fn: Any) -> Any:

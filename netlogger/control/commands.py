@@ -1,4 +1,4 @@
-"""What each control request does: enroll, unenroll, bypass, enforce, status, tail.
+"""What each control request does: enroll, unenroll, bypass, enforce, status, policies, tail.
 
 Every enforcement change goes through one lock, so a change and the loss
 report or cache it invalidates happen together: before a cgroup is unenrolled
@@ -36,6 +36,7 @@ class Commands:
         pump: Pump,
         fanout: Fanout,
         status: Callable[[], dict[str, Any]],
+        policies: Callable[[], dict[str, Any]],
         containers: Containers | None,
         engine: Engine | None,
         stack: ExitStack,
@@ -46,6 +47,7 @@ class Commands:
         self.pump = pump
         self.fanout = fanout
         self._status = status
+        self._policies = policies
         self._containers = containers
         self._engine = engine
         self._stack = stack  # closes what this opens, when the agent stops
@@ -114,6 +116,8 @@ class Commands:
         op = request["op"]
         if op == "status":
             return self._status()
+        if op == "policies":  # `policy test` decides with what this agent enforces
+            return self._policies()
         cg, container = self._resolve(request)
         if op == "enroll":
             return asdict(self.enroll(self._target(request, cg, container), container))
