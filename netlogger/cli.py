@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -364,6 +365,7 @@ def run(
     """Run the host agent in the foreground until SIGTERM or SIGINT.
 
     Enforcement stays pinned when it stops; the next start takes it over.
+    SIGHUP re-reads the config, as `netlogger reload` does.
 
     \b
     Examples:
@@ -372,6 +374,7 @@ def run(
     """
     from netlogger.agent import Agent, RunOptions
     from netlogger.config.check import validate
+    from netlogger.reload import Origin
     from netlogger.sinks.factory import parse_spec
 
     given = {
@@ -382,7 +385,8 @@ def run(
         "sinks": [parse_spec(s) for s in sink_specs] or None,
     }
     # The flags are checked with the file, by the same validation as `policy check`.
-    checked = validate(config_file, policy_file, {k: v for k, v in given.items() if v})
+    flags = {k: v for k, v in given.items() if v}
+    checked = validate(config_file, policy_file, flags)
     cfg = checked.config
     options = RunOptions(
         checked=checked,
@@ -392,10 +396,16 @@ def run(
         metrics=cfg.metrics,
         sinks=list(cfg.sinks),
         state_dir=Path(cfg.state_dir),
+        origin=Origin(config_file, policy_file, flags),
     )
     agent = Agent(options)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop_event.set())
+    # The handler only starts the reload: it takes the lock the main thread may hold.
+    signal.signal(
+        signal.SIGHUP,
+        lambda *_: threading.Thread(target=agent.on_sighup, name="reload").start(),
+    )
     read = agent.run()
     click.echo(
         f"netlogger: stopped; {read} records read from the kernel, all handed to the "
@@ -505,6 +515,34 @@ def enforce(
         control.socket_path(control_socket), "enforce", **_target(cgroup, container)
     )
     _show_entry(entry, as_json)
+
+
+@cli.command()
+@socket_option
+@click.option("--json", "as_json", is_flag=True, help="what changed, as JSON")
+def reload(control_socket: Path | None, as_json: bool) -> None:
+    """Re-read the running agent's config and apply what changed, all or nothing.
+
+    The agent validates the whole config again (the files and flags it started
+    with); any problem changes nothing and exits 2 with every problem located.
+    Changed policies, static enrollments and sinks are applied; the rest is not
+    touched. A cgroup whose policy changes moves from the old policy to the new
+    one in one map write: no moment of default-deny, none of mixed rules.
+    `limits`, `scope`, `pin_root`, sockets, `metrics` and `containers` need a
+    restart, and a reload that changes them is refused. SIGHUP does the same.
+
+    \b
+    Examples:
+      netlogger reload
+      kill -HUP "$(pidof -s netlogger)"   # the same, reported on the agent's stderr
+    """
+    result = control.request(control.socket_path(control_socket), "reload", timeout=120)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    changed = {k: v for k, v in result.items() if v}
+    lines = [f"{key}: {', '.join(items)}" for key, items in changed.items()]
+    click.echo("reloaded: " + ("; ".join(lines) if lines else "nothing changed"))
 
 
 @cli.command()
