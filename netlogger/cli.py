@@ -75,6 +75,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       netlogger doctor                 can this host run netlogger?
       netlogger demo                   sandbox + sample policy + traffic, live
       netlogger policy check egress.yaml
+      netlogger policy suggest --agent a1 > a1.yaml
+      netlogger reload
       netlogger run --config /etc/netlogger/config.yaml
       netlogger enroll --container web-1 --agent a1 --project p1
       netlogger tail --action denied
@@ -123,11 +125,13 @@ def doctor(as_json: bool) -> None:
 
 @cli.group()
 def policy() -> None:
-    """Work with policy files.
+    """Work with policies: check a file, suggest one from history, test one in the kernel.
 
     \b
-    Example:
+    Examples:
       netlogger policy check /etc/netlogger/config.yaml
+      netlogger policy suggest --agent a1 --since 2h
+      netlogger policy test --policy default 10.1.2.3:443
     """
 
 
