@@ -253,3 +253,40 @@ def test_sighup_reloads_like_the_command(agent_factory, scope, spawn) -> None:
             assert time.monotonic() < deadline, "SIGHUP never applied the new policy"
             time.sleep(0.1)
         assert agent.status()["agent"]["pid"] == agent.proc.pid
+
+
+def test_reload_adds_and_removes_sinks_and_leaves_the_rest(agent_factory, scope, spawn) -> None:
+    with sandbox.cgroup(scope, "sinks") as cg:
+        policies = {"p": {"allow": [{"cidr": "198.18.0.2/32", "ports": [443], "proto": "tcp"}]}}
+        static = {"cgroup": str(cg.path), "policy": "p", "agent": "s1"}
+        agent = agent_factory(policies=policies, enroll=[static], containers=None).start()
+        w = spawn(cg)
+        second = agent.workdir / "second.jsonl"
+        first_sink = agent.config["sinks"][0]
+        write_config(agent, sinks=[first_sink, {"type": "jsonl", "path": str(second)}])
+        result = reload(agent)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {
+            "policies": [],
+            "sinks_added": [f"jsonl:{second}"],
+            "sinks_removed": [],
+            "enrolled": [],
+            "unenrolled": [],
+        }
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == EINPROGRESS
+        agent.wait_for_lines(lambda ls: len(decisions(ls, cg.id)) == 1)
+        deadline = time.monotonic() + 20
+        while not second.exists() or second.read_text().count("\n") < 1:
+            assert time.monotonic() < deadline, "the added sink never got the record"
+            time.sleep(0.1)
+        assert json.loads(second.read_text().splitlines()[0])["dst_port"] == "443"
+
+        write_config(agent, sinks=[first_sink])
+        result = reload(agent)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["sinks_removed"] == [f"jsonl:{second}"]
+        assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
+        agent.wait_for_lines(lambda ls: len(decisions(ls, cg.id)) == 2)
+        assert second.read_text().count("\n") == 1
+        assert [s["name"] for s in agent.status()["sinks"]] == ["jsonl"]
+        assert enrolled_policy(agent, cg) == "p"
