@@ -25,7 +25,6 @@ from netlogger.config.source import Source
 from netlogger.demo import decoder_for
 from netlogger.enforce import Enforcer, Target
 from netlogger.errors import UsageError
-from netlogger.kernel import cgroup, loader, pins
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.record import Record
@@ -102,11 +101,8 @@ def decide(policies: PolicySet, name: str, dests: list[Dest]) -> list[Verdict]:
     tag = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         net = stack.enter_context(sandbox.network(f"pt{tag}"))
-        scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"netlogger-probe-{tag}"))
-        pin_root = Path(f"/sys/fs/bpf/netlogger-probe-{tag}")
-        stack.callback(pins.teardown, pin_root)
-        plane = stack.enter_context(loader.loaded(pin_root, scope))
-        probe_cg = stack.enter_context(sandbox.cgroup(scope, "probe"))
+        plane = stack.enter_context(sandbox.plane(f"netlogger-probe-{tag}"))
+        probe_cg = stack.enter_context(sandbox.cgroup(plane.scope, "probe"))
         enforcer = Enforcer(plane, policies)
         enforcer.apply_policies(policies)
         enforcer.enroll(Target(probe_cg, name, mode="enforce", agent="policy-test"))
