@@ -60,11 +60,11 @@ def changes(old: Config, new: Config) -> Changes:
                 f"{key} changed ({_text(before)} -> {_text(after)}): the running agent is "
                 "bound to it; restart the agent (enforcement stays pinned across a restart)"
             )
-    for key in msgspec.structs.fields(old.limits):
-        before, after = getattr(old.limits, key.name), getattr(new.limits, key.name)
+    for limit in msgspec.structs.fields(old.limits):
+        before, after = getattr(old.limits, limit.name), getattr(new.limits, limit.name)
         if before != after:
             out.restart.append(
-                f"limits.{key.name} changed ({before} -> {after}): limits are compiled into "
+                f"limits.{limit.name} changed ({before} -> {after}): limits are compiled into "
                 "the programs when they load; restart the agent, which swaps the new programs "
                 "into the pinned links with no moment unenforced"
             )

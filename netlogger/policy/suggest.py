@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
 
@@ -38,7 +39,8 @@ FINDING_REASONS = {
     "dns_over_tcp": "DNS over TCP to a resolver the policy does not list",
     "unresolved_ip": "an address no DNS answer admitted (a hard-coded IP or a private resolver)",
 }
-_PROTOS = {"stream": "tcp", "dgram": "udp"}
+Proto = Literal["tcp", "udp"]
+_PROTOS: dict[str, Proto] = {"stream": "tcp", "dgram": "udp"}
 _SKIPPED = {"loopback", "raw_socket", "icmp"}
 _psl = PublicSuffixList()
 
@@ -118,9 +120,9 @@ def _host_cidr(ip: str) -> str:
     return f"{addr}/{addr.max_prefixlen}"
 
 
-def _domains(names: dict[tuple[str, str], Seen]) -> dict[tuple[str, str], Seen]:
+def _domains(names: dict[tuple[str, Proto], Seen]) -> dict[tuple[str, Proto], Seen]:
     """(name, proto) -> seen, with names that crowd one registrable domain folded into `*.it`."""
-    by_base: dict[tuple[str, str], list[str]] = {}
+    by_base: dict[tuple[str, Proto], list[str]] = {}
     for name, proto in names:
         base = _psl.privatesuffix(name)
         if base and name != base:
@@ -143,8 +145,8 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
     build compiles them; otherwise those get /32 or /128 rules too).
     """
     use_domains = domain_rules_supported() if domains is None else domains
-    named: dict[tuple[str, str], Seen] = {}
-    addresses: dict[tuple[str, str], Seen] = {}
+    named: dict[tuple[str, Proto], Seen] = {}
+    addresses: dict[tuple[str, Proto], Seen] = {}
     resolvers: dict[str, Seen] = {}
     findings: dict[tuple[str, str], Seen] = {}
     count = 0
@@ -166,17 +168,17 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
         else:
             addresses.setdefault((r.dst_ip, proto), Seen()).add(r)
     rules = [
-        (Rule(domain=host, ports=_ranges(seen.ports), proto=proto), seen)  # type: ignore[arg-type]
+        (Rule(domain=host, ports=_ranges(seen.ports), proto=proto), seen)
         for (host, proto), seen in sorted(_domains(named).items())
     ]
     rules += [
-        (Rule(cidr=_host_cidr(ip), ports=_ranges(seen.ports), proto=proto), seen)  # type: ignore[arg-type]
+        (Rule(cidr=_host_cidr(ip), ports=_ranges(seen.ports), proto=proto), seen)
         for (ip, proto), seen in sorted(addresses.items(), key=lambda i: _address_order(i[0]))
     ]
     return Suggestion(name, rules, resolvers, findings, count)
 
 
-def _address_order(key: tuple[str, str]) -> tuple[int, int, str]:
+def _address_order(key: tuple[str, Proto]) -> tuple[int, int, str]:
     addr = ipaddress.ip_address(key[0])
     return addr.version, int(addr), key[1]
 
