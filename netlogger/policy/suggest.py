@@ -229,9 +229,8 @@ def _normal(policy: Policy) -> set[str]:
     out = {f"dns resolver {r}" for r in policy.dns.resolvers}
     for rule in policy.allow:
         target = f"domain {rule.domain}" if rule.domain else f"cidr {rule.cidr}"
-        ports = ",".join(
-            f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in parse_ports(rule.ports)
-        )
+        ranges = parse_ports(rule.ports) if rule.ports else []
+        ports = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in ranges) or "all"
         out.add(f"allow {target} ports {ports} proto {rule.proto}")
     return out
 

@@ -188,3 +188,49 @@ def test_files_are_filtered_by_agent_and_time(tmp_path: Path) -> None:
     got = list(sg.from_files([path], Filter(agents=frozenset({"a2"})), None))
     assert [(r.dst_ip, r.agent) for r in got] == [("198.18.0.2", "a2")]
     assert list(sg.from_files([path], Filter(), "1h")) == []  # 2026-12-01T10:05 is long gone
+
+
+def cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from netlogger.cli import cli as group
+
+    return CliRunner().invoke(group, list(args), prog_name="netlogger")
+
+
+def test_the_command_reads_files_and_prints_a_checked_policy_or_the_diff(tmp_path: Path) -> None:
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in SEEN))
+    result = cli("policy", "suggest", "--from", str(history), "--agent", "a1", "--name", "a1")
+    assert result.exit_code == 0, result.output
+    assert result.output == sg.render(sg.suggest([r for r in SEEN if r.agent == "a1"], "a1"))
+    current = tmp_path / "current.yaml"
+    current.write_text(result.output)
+    same = cli("policy", "suggest", "--from", str(history), "--name", "a1", "--diff", str(current))
+    # a2's decision adds nothing new: same destination, port and protocol as a1's.
+    assert (same.exit_code, same.output) == (0, f"{current}: no change\n")
+    current.write_text("policies:\n  a1: {allow: [{cidr: 10.0.0.0/8}]}\n")
+    changed = cli(
+        "policy", "suggest", "--from", str(history), "--name", "a1", "--diff", str(current)
+    )
+    assert changed.exit_code == 0
+    assert changed.output.splitlines()[0] == "- allow cidr 10.0.0.0/8 ports all proto any"
+    assert "+ allow cidr 198.18.0.3/32 ports 5000 proto udp" in changed.output
+
+
+def test_policy_test_refuses_bad_destinations_and_unknown_policies_before_the_kernel(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("policies:\n  p: {}\n")
+    for dest, message in [
+        ("example.com:443", "a DOMAIN destination is decided by the addresses its DNS answers"),
+        ("198.18.0.2:70000", "ports run from 1 to 65535"),
+        ("198.18.0.2:443/sctp", "the protocol is tcp or udp"),
+    ]:
+        result = cli("policy", "test", "--policy", "p", "--config", str(config), dest)
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    result = cli("policy", "test", "--policy", "q", "--config", str(config), "198.18.0.2")
+    assert result.exit_code == 2
+    assert "no policy named 'q' (known: p)" in result.output
