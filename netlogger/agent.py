@@ -92,12 +92,15 @@ class Agent:
         self.names = Names(self.policies)
         self._up = threading.Event()  # start() finished: a reload has something to change
         self._sinks: Built = []
+        self._every_sink: list[Sink] = []
 
     def _statics(self) -> list[Target]:
         return [static_target(e) for e in self.config.enroll]
 
     def _build_sink(self, spec: SinkSpec) -> Sink:
-        return factory.build(spec, self.host_name, self.options.state_dir)
+        sink = factory.build(spec, self.host_name, self.options.state_dir)
+        self._every_sink.append(sink)  # a reload's removed sinks keep their counts in totals
+        return sink
 
     def _settings(self) -> loader.Settings:
         limits = self.config.limits
@@ -217,7 +220,7 @@ class Agent:
         )
         losses.add_source(
             "spool_evicted",
-            lambda: sum(int(status_of(s).get("evicted_records", 0)) for s in sinks),
+            lambda: sum(int(status_of(s).get("evicted_records", 0)) for s in self._every_sink),
         )
         for history in (s.history for s in sinks if s.history):
             recent = map(parse_item, last_lines(history.path))
