@@ -131,7 +131,7 @@ def _record(ring: RingReader, decoder: Decoder) -> Record | None:
     """The decision record of the syscall just made (written before the syscall returned)."""
     deadline = time.monotonic() + RECORD_WAIT_S
     while True:
-        records = decoder.decode_all(ring.drain())
+        records = [r for r in decoder.decode_all(ring.drain()) if isinstance(r, Record)]
         if records:
             return records[-1]
         if time.monotonic() > deadline:

@@ -27,7 +27,7 @@ from netlogger.config.model import Dns, Policy, Rule
 from netlogger.config.source import parse
 from netlogger.errors import UsageError
 from netlogger.pipeline.record import Record
-from netlogger.policy.compile import domain_problems, parse_ports
+from netlogger.policy.compile import compile_policies, parse_ports
 from netlogger.sinks.jsonl import parse_item
 from netlogger.tail import Filter, cutoff
 
@@ -98,7 +98,9 @@ class Suggestion:
 
 
 def domain_rules_supported() -> bool:
-    return not domain_problems("example.com")
+    """Does this build compile domain rules (they need DNS-answer tracking in the kernel)?"""
+    _, problems = compile_policies({"probe": Policy(allow=[Rule(domain="example.com")])})
+    return not problems
 
 
 def _ranges(ports: set[int]) -> list[int | str]:
