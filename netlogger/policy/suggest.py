@@ -99,7 +99,8 @@ class Suggestion:
 
 def domain_rules_supported() -> bool:
     """Does this build compile domain rules (they need DNS-answer tracking in the kernel)?"""
-    _, problems = compile_policies({"probe": Policy(allow=[Rule(domain="example.com")])})
+    probe = Policy(dns=Dns(resolvers=["192.0.2.53"]), allow=[Rule(domain="example.com")])
+    _, problems = compile_policies({"probe": probe})
     return not problems
 
 
@@ -144,19 +145,17 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
     """The policy that allows what `records` show was needed, and the findings beside it.
 
     `domains`: propose domain rules for named destinations (default: when this
-    build compiles them; otherwise those get /32 or /128 rules too).
+    build compiles them). Domain rules admit only what the policy's resolvers
+    answer, so without a resolver seen allowed, named destinations get /32 or
+    /128 rules like the rest.
     """
-    use_domains = domain_rules_supported() if domains is None else domains
-    named: dict[tuple[str, Proto], Seen] = {}
-    addresses: dict[tuple[str, Proto], Seen] = {}
     resolvers: dict[str, Seen] = {}
     findings: dict[tuple[str, str], Seen] = {}
-    count = 0
+    wanted: list[tuple[Record, Proto]] = []
     for r in records:
         proto = _PROTOS.get(r.l4_proto)
         if r.no_dst or not r.dst_ip or not r.dst_port or proto is None or r.reason in _SKIPPED:
             continue
-        count += 1
         dest = f"{r.dst_ip}:{r.dst_port}/{proto}"
         if r.reason in FINDING_REASONS:
             findings.setdefault((r.reason, dest), Seen()).add(r)
@@ -165,10 +164,16 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
                 resolvers.setdefault(r.dst_ip, Seen()).add(r)
             else:  # seen only while the cgroup was in a bypass window: not a known resolver
                 findings.setdefault(("resolver_not_allowed", dest), Seen()).add(r)
-        elif r.dst_host and use_domains:
+        else:
+            wanted.append((r, proto))
+    use_domains = bool(resolvers) and (domain_rules_supported() if domains is None else domains)
+    named: dict[tuple[str, Proto], Seen] = {}
+    addresses: dict[tuple[str, Proto], Seen] = {}
+    for r, proto in wanted:
+        if r.dst_host and use_domains:
             named.setdefault((r.dst_host.rstrip(".").lower(), proto), Seen()).add(r)
         else:
-            addresses.setdefault((r.dst_ip, proto), Seen()).add(r)
+            addresses.setdefault((str(r.dst_ip), proto), Seen()).add(r)
     rules = [
         (Rule(domain=host, ports=_ranges(seen.ports), proto=proto), seen)
         for (host, proto), seen in sorted(_domains(named).items())
@@ -177,6 +182,7 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
         (Rule(cidr=_host_cidr(ip), ports=_ranges(seen.ports), proto=proto), seen)
         for (ip, proto), seen in sorted(addresses.items(), key=lambda i: _address_order(i[0]))
     ]
+    count = len(wanted) + sum(s.decisions for s in [*resolvers.values(), *findings.values()])
     return Suggestion(name, rules, resolvers, findings, count)
 
 

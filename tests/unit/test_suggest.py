@@ -117,7 +117,9 @@ def test_the_output_passes_policy_check_as_it_is(tmp_path: Path) -> None:
     assert checked.policies.policies["a1"].mode.name == "ENFORCE"
 
 
+RESOLVED = record("198.18.0.53", 53, l4_proto="dgram", reason="resolver", would_deny=False)
 NAMED = [
+    RESOLVED,
     record("198.18.1.1", 443, dst_host="api.github.com"),
     record("198.18.1.2", 443, dst_host="codeload.github.com"),
     record("198.18.1.3", 443, dst_host="objects.github.com"),
@@ -150,10 +152,16 @@ def test_named_destinations_become_domain_rules_and_a_wildcard_where_the_psl_say
     assert [r.cidr for r, _ in s.rules if r.cidr] == ["198.18.4.1/32"]
 
 
+def test_domain_rules_need_a_resolver_the_policy_allowed() -> None:
+    s = sg.suggest(NAMED[1:], "a1", domains=True)  # no allowed resolver among them
+    assert [r.domain for r, _ in s.rules if r.domain] == []
+    assert len([r.cidr for r, _ in s.rules if r.cidr]) == len(NAMED) - 1
+
+
 def test_without_domain_rules_in_this_build_named_addresses_get_host_rules() -> None:
     if sg.domain_rules_supported():
         pytest.fail("domain rules compile now: test the rendered domain rules instead")
-    text = sg.render(sg.suggest(NAMED[:1], "a1"))
+    text = sg.render(sg.suggest(NAMED[:2], "a1"))
     assert "resolved from api.github.com" in text
     assert '{cidr: "198.18.1.1/32", ports: [443], proto: tcp}' in text
 
