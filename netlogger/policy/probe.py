@@ -71,8 +71,9 @@ def parse_dest(text: str) -> Dest:
         addr = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(
-            f"{text!r}: a DOMAIN destination is decided by the addresses its DNS answers admit, "
-            "and this build has no DNS-answer tracking; give the address instead"
+            f"{text!r}: a DOMAIN destination is decided by the addresses the policy's resolvers "
+            "answer for it, and `policy test` runs no resolver yet; give an address (one no "
+            "answer admitted is decided as the kernel decides it: unresolved_ip)"
         ) from None
     port = int(m["port"] or DEFAULT_PORT)
     if not 1 <= port <= 65535:

@@ -235,7 +235,7 @@ def test_policy_test_refuses_bad_destinations_and_unknown_policies_before_the_ke
     config = tmp_path / "c.yaml"
     config.write_text("policies:\n  p: {}\n")
     for dest, message in [
-        ("example.com:443", "a DOMAIN destination is decided by the addresses its DNS answers"),
+        ("example.com:443", "a DOMAIN destination is decided by the addresses the policy's"),
         ("198.18.0.2:70000", "ports run from 1 to 65535"),
         ("198.18.0.2:443/sctp", "the protocol is tcp or udp"),
     ]:
