@@ -166,6 +166,14 @@ def suggest(records: Iterable[Record], name: str, domains: bool | None = None) -
                 findings.setdefault(("resolver_not_allowed", dest), Seen()).add(r)
         else:
             wanted.append((r, proto))
+    # glibc's getaddrinfo connect()s a UDP socket to each candidate address to sort them, with
+    # the port asked for: beside a TCP decision for the same place it is that probe, no need.
+    tcp = {(r.dst_ip, r.dst_port) for r, proto in wanted if proto == "tcp"}
+    wanted = [
+        (r, proto)
+        for r, proto in wanted
+        if not (proto == "udp" and r.udp_connect and (r.dst_ip, r.dst_port) in tcp)
+    ]
     use_domains = bool(resolvers) and (domain_rules_supported() if domains is None else domains)
     named: dict[tuple[str, Proto], Seen] = {}
     addresses: dict[tuple[str, Proto], Seen] = {}

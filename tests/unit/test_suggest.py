@@ -245,3 +245,19 @@ def test_policy_test_refuses_bad_destinations_and_unknown_policies_before_the_ke
     result = cli("policy", "test", "--policy", "q", "--config", str(config), "198.18.0.2")
     assert result.exit_code == 2
     assert "no policy named 'q' (known: p)" in result.output
+
+
+def test_a_udp_probe_beside_a_tcp_connect_is_no_need_but_a_lone_udp_connect_is() -> None:
+    probe = {"l4_proto": "dgram", "l4_proto_code": 2, "udp_connect": True}
+    s = sg.suggest(
+        [
+            record("198.18.0.2", 443),
+            record("198.18.0.2", 443, **probe),
+            record("198.18.0.4", 443, **probe),
+        ],
+        "a1",
+    )
+    assert [(r.cidr, r.proto) for r, _ in s.rules] == [
+        ("198.18.0.2/32", "tcp"),
+        ("198.18.0.4/32", "udp"),
+    ]
