@@ -15,17 +15,21 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from netlogger import sandbox
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.workload import Workload
 from tests.e2e.conftest import AgentProcess, decisions, netlogger
+from tests.kernel import dnslab
 
 EPERM, EINPROGRESS = errno.EPERM, errno.EINPROGRESS
+OK, DENIED = str(EINPROGRESS), str(EPERM)  # as dnslab reports connects
 WATCH = {"mode": "audit", "dns": {"resolvers": ["198.18.0.53"]}}
 
 # What the audited workload does: (DEST as `policy test` takes it, how to make it).
@@ -290,3 +294,54 @@ def test_reload_adds_and_removes_sinks_and_leaves_the_rest(agent_factory, scope,
         assert second.read_text().count("\n") == 1
         assert [s["name"] for s in agent.status()["sinks"]] == ["jsonl"]
         assert enrolled_policy(agent, cg) == "p"
+
+
+NAMED_HOSTS = {
+    "a.lab.test": ["198.19.1.1"],
+    "b.lab.test": ["198.19.1.2"],
+    "c.lab.test": ["198.19.1.3"],
+    "solo.other.test": ["198.19.2.1"],
+}
+
+
+@pytest.fixture
+def lab(net: sandbox.Net, tmp_path: Path) -> Iterator[dnslab.Lab]:
+    (tmp_path / "lab").mkdir()
+    with dnslab.lab(net, tmp_path / "lab", NAMED_HOSTS) as the_lab:
+        yield the_lab
+
+
+def test_with_dns_the_suggestion_is_domain_rules_and_a_wildcard_where_the_psl_says(
+    agent_factory, scope, lab, tmp_path: Path
+) -> None:
+    watch = {"mode": "audit", "dns": {"resolvers": [dnslab.RESOLVER]}}
+    with sandbox.cgroup(scope, "named") as cg:
+        static = {"cgroup": str(cg.path), "policy": "watch", "agent": "d1"}
+        agent = agent_factory(policies={"watch": watch}, enroll=[static], containers=None).start()
+        names = sorted(NAMED_HOSTS)
+        assert [r for _, r, _ in lab.resolve_connect(cg, names)] == [OK] * len(names)
+        agent.wait_for_lines(
+            lambda ls: {r.get("dst_host") for r in decisions(ls, cg.id)} >= set(names)
+        )
+
+        result = agent.cli("policy", "suggest", "--agent", "d1", "--since", "1h", "--name", "d1")
+        assert result.returncode == 0, result.stderr
+        suggested = yaml.safe_load(result.stdout)["policies"]["d1"]
+        # a, b and c share the registrable domain lab.test: one wildcard; solo stays exact.
+        assert suggested == {
+            "mode": "enforce",
+            "dns": {"resolvers": [dnslab.RESOLVER]},
+            "allow": [
+                {"domain": "*.lab.test", "ports": [443], "proto": "tcp"},
+                {"domain": "solo.other.test", "ports": [443], "proto": "tcp"},
+            ],
+        }
+        (tmp_path / "d1.yaml").write_text(result.stdout)
+        assert netlogger("policy", "check", str(tmp_path / "d1.yaml")).returncode == 0
+
+        write_config(
+            agent, policies={"watch": watch, "d1": suggested}, enroll=[static | {"policy": "d1"}]
+        )
+        assert reload(agent).returncode == 0
+        assert [r for _, r, _ in lab.resolve_connect(cg, names)] == [OK] * len(names)
+        assert [r for _, r, _ in lab.resolve_connect(cg, names, port=8443)] == [DENIED] * len(names)
