@@ -4,7 +4,8 @@ An audit-mode cgroup reaches a few destinations in the test's namespaces; the
 policy `policy suggest` proposes from that history passes `policy check`, and
 enforced through `reload` it allows exactly what was seen and denies the rest;
 `policy test` says what the kernel says; a broken reload changes nothing; and
-reloads that flip between two policies allowing one destination never deny it.
+reloads that flip between two policies allowing one destination never deny it; and with
+DNS, names the workload resolved become domain rules, a wildcard where the PSL says so.
 """
 
 from __future__ import annotations
