@@ -12,7 +12,8 @@ through. Enforcement stays pinned the whole time.
 
 This module is the lifecycle and the wiring; each part lives in its own:
 control/ (requests), tail.py (streams), status.py (reports),
-container_watch.py (containers), the JSONL sink (crash recovery).
+container_watch.py (containers), reload.py (reload and SIGHUP), the JSONL sink
+(crash recovery).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.pump import Pump
 from netlogger.pipeline.record import Gap
+from netlogger.reload import Built, Names, Origin, Reloader, build_sinks, shutdown, static_target
 from netlogger.sinks import factory
 from netlogger.sinks.base import Sink, status_of
 from netlogger.sinks.jsonl import last_lines, parse_item
@@ -73,6 +75,7 @@ class RunOptions:
     metrics: str | None
     sinks: list[SinkSpec]
     state_dir: Path = Path("/var/lib/netlogger")
+    origin: Origin = field(default_factory=Origin)  # what `reload` validates again
 
 
 class Agent:
@@ -86,12 +89,18 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._stack = ExitStack()
         self.engine: Engine | None = None
+        self.names = Names(self.policies)
+        self._up = threading.Event()  # start() finished: a reload has something to change
+        self._sinks: Built = []
+        self._every_sink: list[Sink] = []
 
     def _statics(self) -> list[Target]:
-        return [
-            Target(cgroup.resolve(e.cgroup), e.policy, e.mode, e.agent, e.project, e.container)
-            for e in self.config.enroll
-        ]
+        return [static_target(e) for e in self.config.enroll]
+
+    def _build_sink(self, spec: SinkSpec) -> Sink:
+        sink = factory.build(spec, self.host_name, self.options.state_dir)
+        self._every_sink.append(sink)  # a reload's removed sinks keep their counts in totals
+        return sink
 
     def _settings(self) -> loader.Settings:
         limits = self.config.limits
@@ -119,11 +128,9 @@ class Agent:
         statics = self._statics()
         settings = self._settings()
         control.check_free(opts.control_socket)
-        sinks = []
-        for spec in opts.sinks:
-            sink = factory.build(spec, self.host_name, opts.state_dir)
-            stack.callback(_quietly, sink.shutdown, f"shut down sink {sink.name}")
-            sinks.append(sink)
+        self._sinks = build_sinks(opts.sinks, self._build_sink)
+        stack.callback(shutdown, self._sinks)  # the reloader keeps this list current
+        sinks = [sink for _, sink in self._sinks]
         self.metrics = MetricsServer(opts.metrics, self._snapshot) if opts.metrics else None
         if self.metrics:
             stack.callback(self.metrics.close)
@@ -160,10 +167,22 @@ class Agent:
             self.pump,
             self.fanout,
             self.reporter.status,
+            lambda: self.reloader.policies(),
+            lambda: self.reloader.reload(),
             self.config.containers,
             self.engine,
             stack,
             self.backstop,
+        )
+        self.reloader = Reloader(
+            opts.origin,
+            opts.checked,
+            self._sinks,
+            self._build_sink,
+            self.names,
+            self.enforcer,
+            self.fanout,
+            self.commands,
         )
         self.control = control.ControlServer(opts.control_socket, self.commands)
         stack.callback(self.control.close)
@@ -177,6 +196,7 @@ class Agent:
                 self.enforcer.enrolled,
             )
             self._spawn("containers", lambda: watch.run(self.stop_event))
+        self._up.set()
 
     def _recover_backstops(self) -> None:
         """After a restart: the backstop again on containers enrolled before it."""
@@ -192,12 +212,7 @@ class Agent:
 
     def _pipeline(self, sinks: Sequence[Sink]) -> Pump:
         """ring -> decoder -> enrichers -> fan-out -> sinks, not yet running."""
-        by_id = self.policies.by_id()
-        decoder = Decoder(
-            self._rule_name,
-            lambda pid: by_id[pid].name if pid in by_id else f"unknown({pid})",
-            self.host_name,
-        )
+        decoder = Decoder(self.names.rule, self.names.policy, self.host_name)
         self.dns_decoder = DnsDecoder(decoder)
         labels = self.plane.labels.lookup
         losses = LossLedger(
@@ -205,7 +220,7 @@ class Agent:
         )
         losses.add_source(
             "spool_evicted",
-            lambda: sum(int(status_of(s).get("evicted_records", 0)) for s in sinks),
+            lambda: sum(int(status_of(s).get("evicted_records", 0)) for s in self._every_sink),
         )
         for history in (s.history for s in sinks if s.history):
             recent = map(parse_item, last_lines(history.path))
@@ -322,6 +337,12 @@ class Agent:
         self._stack.close()  # sinks shut down, ring reader and plane closed; pins stay
         return self.pump.read
 
+    def on_sighup(self) -> None:
+        if self._up.is_set():
+            self.reloader.on_signal()
+        else:
+            log.warning("SIGHUP while starting: ignored; send it again once the agent runs")
+
     def _housekeeping(self) -> None:
         """Forget cgroups that are gone, enrolled or retired (their ids never decide again);
         expire and persist the DNS cache."""
@@ -329,10 +350,6 @@ class Agent:
             self.commands.forget(cgroup_id)
             log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
         self._save_dns()
-
-    def _rule_name(self, rule_id: int) -> str | None:
-        info = self.policies.rules.get(rule_id)
-        return info.name if info else None
 
 
 def _quietly(action: Callable[[], None], what: str) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +28,13 @@ log = logging.getLogger("netlogger")
 
 
 PLUGIN_GROUP = "netlogger.commands"
+
+socket_option = click.option(
+    "--control-socket",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"the agent's socket (default: ${control.ENV_SOCKET} or {control.DEFAULT_SOCKET})",
+)
 
 
 def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -67,6 +75,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       netlogger doctor                 can this host run netlogger?
       netlogger demo                   sandbox + sample policy + traffic, live
       netlogger policy check egress.yaml
+      netlogger policy suggest --agent a1 > a1.yaml
+      netlogger reload
       netlogger run --config /etc/netlogger/config.yaml
       netlogger enroll --container web-1 --agent a1 --project p1
       netlogger tail --action denied
@@ -115,11 +125,13 @@ def doctor(as_json: bool) -> None:
 
 @cli.group()
 def policy() -> None:
-    """Work with policy files.
+    """Work with policies: check a file, suggest one from history, test one in the kernel.
 
     \b
-    Example:
+    Examples:
       netlogger policy check /etc/netlogger/config.yaml
+      netlogger policy suggest --agent a1 --since 2h
+      netlogger policy test --policy default 10.1.2.3:443
     """
 
 
@@ -150,6 +162,117 @@ def policy_check(file: Path) -> None:
         )
     click.echo(table(rows, ["POLICY", "MODE", "RULES", "PREFIXES", "DOMAINS", "RESOLVERS"]))
     click.echo(f"{file}: ok")
+
+
+@policy.command("suggest")
+@click.option(
+    "--since", help="history this old (default: 24h from the agent, all of a --from file)"
+)
+@click.option("--agent", multiple=True, help="only this agent's decisions (repeatable)")
+@click.option("--project", multiple=True, help="only this project (repeatable)")
+@click.option("--container", multiple=True, help="only this container id (prefix)")
+@click.option(
+    "--from",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="read this JSONL history instead of asking the agent (repeatable)",
+)
+@click.option("--name", default="suggested", show_default=True, help="the proposed policy's name")
+@click.option(
+    "--diff",
+    "against",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="print what would change against the policy of that name (or the only one) in FILE",
+)
+@socket_option
+def policy_suggest(
+    since: str | None,
+    agent: tuple[str, ...],
+    project: tuple[str, ...],
+    container: tuple[str, ...],
+    files: tuple[Path, ...],
+    name: str,
+    against: Path | None,
+    control_socket: Path | None,
+) -> None:
+    """Print a policy that allows what the workloads were seen to need (from audit history).
+
+    Domain rules where the destination had a name, a wildcard where many names
+    share a registrable domain, /32 and /128 rules for addresses never resolved;
+    every rule commented with its decisions, first and last seen, and agents.
+    Resolver bypasses are findings in a comment, never allows.
+
+    \b
+    Examples:
+      netlogger policy suggest --agent a1 --since 2h > a1.yaml
+      netlogger policy suggest --from /var/log/netlogger/egress.jsonl --name ci
+      netlogger policy suggest --agent a1 --name default --diff /etc/netlogger/config.yaml
+    """
+    from netlogger.policy import suggest as sg
+    from netlogger.tail import Filter
+
+    accept = Filter(frozenset(), frozenset(agent), frozenset(project), tuple(container))
+    if files:
+        records = sg.from_files(files, accept, since)
+    else:
+        records = sg.from_agent(control.socket_path(control_socket), accept, since or "24h")
+    suggestion = sg.suggest(records, name)
+    text = sg.render(suggestion)
+    if against is None:
+        click.echo(text, nl=False)
+        return
+    changes = sg.diff(sg.current_policy(against, name), suggestion.policy())
+    click.echo("\n".join(changes) if changes else f"{against}: no change")
+
+
+@policy.command("test")
+@click.option("--policy", "policy_name", required=True, help="the policy to decide with")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="take the policy from this config or policy file (no running agent needed)",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per destination")
+@click.argument("dests", nargs=-1, required=True, metavar="DEST...")
+@socket_option
+def policy_test(
+    policy_name: str,
+    config_file: Path | None,
+    as_json: bool,
+    dests: tuple[str, ...],
+    control_socket: Path | None,
+) -> None:
+    """What the kernel would decide for each DEST under a policy, in enforce mode.
+
+    DEST is IP[:PORT][/tcp|udp] (IPv6 with a port: [IP]:PORT); the port defaults
+    to 443, the protocol to tcp. The answer comes from the real programs: a
+    throwaway scope cgroup and pin root, the policy compiled into the maps, and
+    a real connect() (tcp) or sendto() (udp) from a process in a network
+    namespace of its own, so nothing leaves the host. Needs root. Without
+    --config it decides with the running agent's policies.
+
+    \b
+    Examples:
+      netlogger policy test --policy default 10.1.2.3:443 10.1.2.3:22
+      netlogger policy test --policy ci --config ci.yaml --json 198.18.0.53:53/udp
+    """
+    from netlogger.policy import probe
+
+    if config_file is not None:
+        from netlogger.config.check import validate
+
+        policies = validate(config_file).policies
+    else:
+        policies = probe.agent_policies(control.socket_path(control_socket))
+    verdicts = probe.decide(policies, policy_name, [probe.parse_dest(d) for d in dests])
+    if as_json:
+        for v in verdicts:
+            click.echo(json.dumps(asdict(v)))
+    else:
+        rows = [[v.dest, v.action, v.reason, v.rule or "-"] for v in verdicts]
+        click.echo(table(rows, ["DEST", "ACTION", "REASON", "RULE"]))
 
 
 @cli.command()
@@ -193,14 +316,6 @@ def teardown(pin_root: Path) -> None:
         if removed
         else f"nothing pinned under {pin_root}"
     )
-
-
-socket_option = click.option(
-    "--control-socket",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"the agent's socket (default: ${control.ENV_SOCKET} or {control.DEFAULT_SOCKET})",
-)
 
 
 def target_options(fn: Any) -> Any:
@@ -254,6 +369,7 @@ def run(
     """Run the host agent in the foreground until SIGTERM or SIGINT.
 
     Enforcement stays pinned when it stops; the next start takes it over.
+    SIGHUP re-reads the config, as `netlogger reload` does.
 
     \b
     Examples:
@@ -262,6 +378,7 @@ def run(
     """
     from netlogger.agent import Agent, RunOptions
     from netlogger.config.check import validate
+    from netlogger.reload import Origin
     from netlogger.sinks.factory import parse_spec
 
     given = {
@@ -272,7 +389,8 @@ def run(
         "sinks": [parse_spec(s) for s in sink_specs] or None,
     }
     # The flags are checked with the file, by the same validation as `policy check`.
-    checked = validate(config_file, policy_file, {k: v for k, v in given.items() if v})
+    flags = {k: v for k, v in given.items() if v}
+    checked = validate(config_file, policy_file, flags)
     cfg = checked.config
     options = RunOptions(
         checked=checked,
@@ -282,10 +400,16 @@ def run(
         metrics=cfg.metrics,
         sinks=list(cfg.sinks),
         state_dir=Path(cfg.state_dir),
+        origin=Origin(config_file, policy_file, flags),
     )
     agent = Agent(options)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop_event.set())
+    # The handler only starts the reload: it takes the lock the main thread may hold.
+    signal.signal(
+        signal.SIGHUP,
+        lambda *_: threading.Thread(target=agent.on_sighup, name="reload").start(),
+    )
     read = agent.run()
     click.echo(
         f"netlogger: stopped; {read} records read from the kernel, all handed to the "
@@ -395,6 +519,34 @@ def enforce(
         control.socket_path(control_socket), "enforce", **_target(cgroup, container)
     )
     _show_entry(entry, as_json)
+
+
+@cli.command()
+@socket_option
+@click.option("--json", "as_json", is_flag=True, help="what changed, as JSON")
+def reload(control_socket: Path | None, as_json: bool) -> None:
+    """Re-read the running agent's config and apply what changed, all or nothing.
+
+    The agent validates the whole config again (the files and flags it started
+    with); any problem changes nothing and exits 2 with every problem located.
+    Changed policies, static enrollments and sinks are applied; the rest is not
+    touched. A cgroup whose policy changes moves from the old policy to the new
+    one in one map write: no moment of default-deny, none of mixed rules.
+    `limits`, `scope`, `pin_root`, sockets, `metrics` and `containers` need a
+    restart, and a reload that changes them is refused. SIGHUP does the same.
+
+    \b
+    Examples:
+      netlogger reload
+      kill -HUP "$(pidof -s netlogger)"   # the same, reported on the agent's stderr
+    """
+    result = control.request(control.socket_path(control_socket), "reload", timeout=120)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    changed = {k: v for k, v in result.items() if v}
+    lines = [f"{key}: {', '.join(items)}" for key, items in changed.items()]
+    click.echo("reloaded: " + ("; ".join(lines) if lines else "nothing changed"))
 
 
 @cli.command()

@@ -26,7 +26,7 @@ from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.enrich.dns import DnsEnricher
-from netlogger.kernel import cgroup, loader, pins
+from netlogger.kernel import cgroup
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import DnsDecoder
 from netlogger.pipeline.enrich import AttributionEnricher
@@ -89,10 +89,8 @@ class Demo:
         with ExitStack() as stack:
             self.say(f"netlogger demo: sandbox {tag}\n\nsample policy:\n{SAMPLE_POLICY}")
             net = stack.enter_context(sandbox.network(tag))
-            scope = stack.enter_context(sandbox.cgroup(cgroup.root(), f"netlogger-demo-{tag}"))
-            pin_root = Path(f"/sys/fs/bpf/netlogger-demo-{tag}")
-            stack.callback(pins.teardown, pin_root)
-            plane = stack.enter_context(loader.loaded(pin_root, scope))
+            plane = stack.enter_context(sandbox.plane(f"netlogger-demo-{tag}"))
+            scope = plane.scope
             agent_cg = stack.enter_context(sandbox.cgroup(scope, "agent"))
             enforcer = Enforcer(plane, checked.policies)
             enforcer.apply_policies(checked.policies)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,7 @@ from netlogger.kernel import abi
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.maps import BpfMap
 from netlogger.kernel.plane import Plane
-from netlogger.policy.compile import PolicySet
+from netlogger.policy.compile import CompiledPolicy, PolicySet
 
 _MODES = {"enforce": abi.Mode.ENFORCE, "audit": abi.Mode.AUDIT}
 
@@ -93,33 +93,65 @@ class Enforcer:
 
     # -- policies ---------------------------------------------------------
 
-    def apply_policies(self, policies: PolicySet) -> None:
-        """Make the kernel hold exactly `policies`, touching only what the applier owns.
+    def apply_policies(
+        self, policies: PolicySet, moves: Mapping[int, str | None] | None = None
+    ) -> None:
+        """Make the kernel hold exactly `policies`, switching enrolled cgroups without a window.
 
         It owns nl_policies, nl_resolvers and the nl_cidrs entries tagged
-        Writer.POLICY; other writers' nl_cidrs entries stay as they are. The
-        new entries go in before any stale one goes out, and an LPM update
-        replaces an entry in one step, so a destination both policy sets allow
-        is never denied in between.
+        Writer.POLICY; other writers' nl_cidrs entries stay as they are. A
+        changed policy has a new id (compile.py), so: (1) every entry of the new
+        set is written beside the old ones, (2) each enrollment whose policy
+        changed moves to the new id in one map write, (3) entries no longer
+        wanted go. A cgroup is decided by its old policy, complete, up to its
+        one write and by its new one, complete, from it on: never by a mix,
+        never by an empty policy. Entries that did not change are not written.
+        `moves`: cgroup id -> the policy the caller enrolls it under next (moved
+        there now), or None for one the caller unenrolls next (left as it is).
         """
-        in_use = {e.policy for e in self.enrolled()} - set(policies.policies)
+        moves = moves or {}
+        enrolled = {
+            e.cgroup_id: moves.get(e.cgroup_id) or e.policy
+            for e in self.enrolled()
+            if e.cgroup_id not in moves or moves[e.cgroup_id] is not None
+        }
+        in_use = set(enrolled.values()) - set(policies.policies)
         if in_use:
             raise UsageError(
                 f"policies {', '.join(sorted(in_use))} are still used by enrolled cgroups; "
                 "unenroll them first or keep the policies"
             )
+        p = self.plane
         wanted = self._entries(policies)
         keep = {(m.name, bytes(_key_obj(m, k))) for m, k, _ in wanted}
         stale = [(m, k) for m, k in self._owned() if (m.name, bytes(_key_obj(m, k))) not in keep]
         undo: list[tuple[BpfMap[Any, Any], Any, Any]] = []
         with _restoring(undo):
             for bpf_map, key, value in wanted:
-                undo.append((bpf_map, key, bpf_map.lookup(key)))
-                bpf_map.update(key, value)
+                old = bpf_map.lookup(key)
+                if old is None or bytes(old) != bytes(value):
+                    undo.append((bpf_map, key, old))
+                    bpf_map.update(key, value)
+            for cg, name in enrolled.items():
+                moved = self._moved(p.enrollments.lookup(cg), policies.policies[name])
+                if moved is not None:
+                    undo.append((p.enrollments, cg, p.enrollments.lookup(cg)))
+                    p.enrollments.update(cg, moved)
             for bpf_map, key in stale:
                 undo.append((bpf_map, key, bpf_map.lookup(key)))
                 bpf_map.delete(key)
         self.policies = policies
+
+    def _moved(self, current: abi.Enrollment | None, new: CompiledPolicy) -> abi.Enrollment | None:
+        """The enrollment under `new`, or None when it already is.
+
+        A mode that followed the old policy's follows the new one's; an override stays.
+        """
+        if current is None or current.policy_id == new.id:
+            return None
+        old = self.policies.by_id().get(current.policy_id)
+        mode = new.mode if old is not None and current.mode == old.mode else current.mode
+        return abi.Enrollment(current.bypass_until_ns, new.id, mode)
 
     def _entries(self, policies: PolicySet) -> list[tuple[BpfMap[Any, Any], Any, Any]]:
         p = self.plane
@@ -144,10 +176,14 @@ class Enforcer:
 
     # -- enrollment -------------------------------------------------------
 
-    def enroll(self, target: Target) -> Enrolled:
-        compiled = self.policies.policies.get(target.policy)
+    def check(self, target: Target, policies: PolicySet | None = None) -> None:
+        """Refuse `target` as `enroll` would under `policies`, writing nothing."""
+        self._entry(target, policies or self.policies)
+
+    def _entry(self, target: Target, policies: PolicySet) -> tuple[abi.Labels, abi.Enrollment]:
+        compiled = policies.policies.get(target.policy)
         if compiled is None:
-            known = ", ".join(sorted(self.policies.policies)) or "none"
+            known = ", ".join(sorted(policies.policies)) or "none"
             raise UsageError(f"no policy named {target.policy!r} (known: {known})")
         if target.mode is not None and target.mode not in _MODES:
             raise UsageError(f"mode {target.mode!r} is not one of: enforce, audit")
@@ -168,6 +204,10 @@ class Enforcer:
             )
         if target.cgroup.level >= abi.MAX_LEVELS:
             raise UsageError(f"{target.cgroup.path} is deeper than {abi.MAX_LEVELS} levels")
+        return labels, abi.Enrollment(0, compiled.id, mode)
+
+    def enroll(self, target: Target) -> Enrolled:
+        labels, enrollment = self._entry(target, self.policies)
         p, cg = self.plane, target.cgroup.id
         # Sets first: an answer arriving the moment the cgroup is enrolled has
         # somewhere to go. A failed enroll leaves them empty; unenroll drops them.
@@ -179,7 +219,7 @@ class Enforcer:
             undo.append((p.labels, cg, p.labels.lookup(cg)))
             p.labels.update(cg, labels)
             undo.append((p.enrollments, cg, p.enrollments.lookup(cg)))
-            p.enrollments.update(cg, abi.Enrollment(0, compiled.id, mode))
+            p.enrollments.update(cg, enrollment)
             undo.append((p.levels, 0, p.levels.lookup(0)))
             self._update_levels()
         return self.get(cg)

@@ -21,7 +21,9 @@ from pathlib import Path
 from pyroute2 import IPRoute, NetNS, netns
 
 from netlogger.errors import UsageError
-from netlogger.kernel.cgroup import Cgroup, resolve
+from netlogger.kernel import loader, pins
+from netlogger.kernel.cgroup import Cgroup, resolve, root
+from netlogger.kernel.plane import Plane
 
 IFA_F_NODAD = 0x02
 
@@ -182,3 +184,13 @@ def host_veth(netns_name: str, host4: str, inner4: str, prefixlen: int = 24) -> 
         finally:
             with contextlib.suppress(Exception):
                 ip.link("del", index=ip.link_lookup(ifname=host_name)[0])
+
+
+@contextlib.contextmanager
+def plane(name: str) -> Iterator[Plane]:
+    """The programs loaded and attached at a new scope cgroup `name`, pinned under a pin
+    root of the same name; both removed again. Nothing outside the scope is touched."""
+    with contextlib.ExitStack() as stack:
+        scope = stack.enter_context(cgroup(root(), name))
+        stack.callback(pins.teardown, Path("/sys/fs/bpf") / name)
+        yield stack.enter_context(loader.loaded(Path("/sys/fs/bpf") / name, scope))

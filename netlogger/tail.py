@@ -125,6 +125,8 @@ def serve(
                 if not isinstance(item, Gap):
                     sent.add((item.cgroup_id, item.seq))
                 write(encode(item) + b"\n")
+        if request.get("follow") is False:
+            return  # history only: `policy suggest` reads it and is done
         while not closed():
             items = sub.next_items(POLL_SECONDS)
             if items is None:

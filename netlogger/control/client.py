@@ -13,6 +13,8 @@ from netlogger.errors import AgentError, NetloggerError
 
 
 def _raise_reply(reply: dict[str, Any]) -> None:
+    if reply.get("type") == "ConfigError" and isinstance(reply.get("problems"), list):
+        raise errors.ConfigError([errors.Problem(**p) for p in reply["problems"]])
     kind = getattr(errors, str(reply.get("type")), None)
     cls = kind if isinstance(kind, type) and issubclass(kind, NetloggerError) else AgentError
     try:

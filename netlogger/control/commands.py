@@ -1,4 +1,5 @@
-"""What each control request does: enroll, unenroll, bypass, enforce, status, tail.
+"""What each control request does: enroll, unenroll, bypass, enforce, status, policies,
+reload (netlogger/reload.py), tail.
 
 Every enforcement change goes through one lock, so a change and the loss
 report or cache it invalidates happen together: before a cgroup is unenrolled
@@ -36,6 +37,8 @@ class Commands:
         pump: Pump,
         fanout: Fanout,
         status: Callable[[], dict[str, Any]],
+        policies: Callable[[], dict[str, Any]],
+        reload: Callable[[], dict[str, Any]],
         containers: Containers | None,
         engine: Engine | None,
         stack: ExitStack,
@@ -46,16 +49,19 @@ class Commands:
         self.pump = pump
         self.fanout = fanout
         self._status = status
+        self._policies = policies
+        self._reload = reload
         self._containers = containers
         self._engine = engine
         self._stack = stack  # closes what this opens, when the agent stops
-        self._ops = threading.Lock()  # one enforcement change at a time
+        # One enforcement change at a time; reentrant, so a reload enrolls inside its own.
+        self.changing = threading.RLock()
 
     # -- enforcement changes, for requests and the container watcher ---------------------
 
     def enroll(self, target: Target, container: Container | None = None) -> Enrolled:
         """Enroll `target`; a container also gets the backstop on its veths."""
-        with self._ops:
+        with self.changing:
             entry = self.enforcer.enroll(target)
             self.pump.forget(entry.cgroup_id)
             if container is not None:
@@ -63,7 +69,7 @@ class Commands:
             return entry
 
     def unenroll(self, cgroup_id: int) -> Enrolled:
-        with self._ops:
+        with self.changing:
             before = self.enforcer.get(cgroup_id)  # refuses what is not enrolled
             self.pump.report_losses(only=cgroup_id)
             if before.container_id:
@@ -74,7 +80,7 @@ class Commands:
 
     def forget(self, cgroup_id: int) -> None:
         """The cgroup is gone: report its last losses, then drop all that is kept of it."""
-        with self._ops:
+        with self.changing:
             self.pump.report_losses(only=cgroup_id)
             self.enforcer.forget(cgroup_id)
             self.pump.forget(cgroup_id)
@@ -114,6 +120,10 @@ class Commands:
         op = request["op"]
         if op == "status":
             return self._status()
+        if op == "policies":  # `policy test` decides with what this agent enforces
+            return self._policies()
+        if op == "reload":
+            return self._reload()
         cg, container = self._resolve(request)
         if op == "enroll":
             return asdict(self.enroll(self._target(request, cg, container), container))
@@ -124,10 +134,10 @@ class Commands:
                 seconds = parse_duration(str(request.get("for") or ""))
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            with self._ops:
+            with self.changing:
                 return asdict(self.enforcer.bypass(cg.id, seconds))
         if op == "enforce":
-            with self._ops:
+            with self.changing:
                 return asdict(self.enforcer.enforce(cg.id))
         raise UsageError(f"unknown command {op!r}")
 

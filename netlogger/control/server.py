@@ -10,6 +10,7 @@ the idle timeout no longer applies to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netlogger import errors
-from netlogger.errors import AgentError, NetloggerError
+from netlogger.errors import AgentError, ConfigError, NetloggerError
 
 log = logging.getLogger("netlogger.control")
 
@@ -39,7 +40,9 @@ class Commands(Protocol):
 
 
 def error_line(exc: NetloggerError) -> bytes:
-    reply = {"ok": False, "type": type(exc).__name__, "message": str(exc)}
+    reply: dict[str, Any] = {"ok": False, "type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, ConfigError):  # `reload`: the client prints them located
+        reply["problems"] = [dataclasses.asdict(p) for p in exc.problems]
     return json.dumps(reply).encode() + b"\n"
 
 

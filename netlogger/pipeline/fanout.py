@@ -223,14 +223,30 @@ class Fanout:
     ) -> None:
         self._clock = clock
         self._on_loss = on_loss  # the loss ledger counts what the lanes lose
-        self._lanes = [_Lane(sink, capacity) for sink in sinks]
+        self._capacity = capacity
+        self._lanes = [self._start(sink) for sink in sinks]
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
-        for lane in self._lanes:
-            lane.thread = threading.Thread(
-                target=self._work, args=(lane,), name=f"sink-{lane.sink.name}", daemon=True
-            )
-            lane.thread.start()
+
+    def _start(self, sink: Sink) -> _Lane:
+        lane = _Lane(sink, self._capacity)
+        lane.thread = threading.Thread(
+            target=self._work, args=(lane,), name=f"sink-{sink.name}", daemon=True
+        )
+        lane.thread.start()
+        return lane
+
+    def update(self, added: Sequence[Sink], removed: Sequence[Sink], timeout: float = 30.0) -> None:
+        """Start lanes for `added`; drain and stop the lanes of `removed` (a reload).
+
+        Lanes are swapped as one new list, so a publish reaches the old set or the
+        new one. The removed sinks are not shut down: their owner does that.
+        """
+        gone = [lane for lane in self._lanes if any(lane.sink is s for s in removed)]
+        self._lanes = [lane for lane in self._lanes if lane not in gone] + [
+            self._start(sink) for sink in added
+        ]
+        self._stop(gone, timeout)
 
     # -- producers --------------------------------------------------------
 
@@ -399,14 +415,7 @@ class Fanout:
 
     def close(self, timeout: float = 30.0) -> None:
         """Export everything queued, then stop the workers (sinks are not shut down)."""
-        deadline = time.monotonic() + timeout
-        for lane in self._lanes:
-            with lane.cond:
-                lane.closing = True
-                lane.cond.notify()
-        for lane in self._lanes:
-            if lane.thread is not None:
-                lane.thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop(self._lanes, timeout)
         # A lane's last failure reports gaps to every lane, also to those already done.
         for lane in self._lanes:
             if lane.thread is not None and not lane.thread.is_alive():
@@ -418,3 +427,13 @@ class Fanout:
             subs, self._subs = self._subs, []
         for sub in subs:
             sub.close()
+
+    def _stop(self, lanes: Sequence[_Lane], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for lane in lanes:
+            with lane.cond:
+                lane.closing = True
+                lane.cond.notify()
+        for lane in lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))

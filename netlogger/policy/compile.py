@@ -2,8 +2,12 @@
 
 Each (policy, prefix) LPM entry carries its own port rules plus those of every
 shorter prefix that contains it, most specific first, so one longest-prefix
-lookup answers. Policy and rule ids are hashes of their names, so they stay
-the same across agent restarts and config reloads.
+lookup answers. Rule ids are hashes of their names, so records keep naming
+the same rule across agent restarts and reloads. A policy's id is a hash of
+its name and its content: a changed policy gets a new id, so its new entries
+are written beside the old ones and an enrollment moves from one complete
+policy to the other in a single map write (enforce.py), never through a
+mixture or an empty policy; an unchanged policy keeps its id and its entries.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+import msgspec
 
 from netlogger.config.model import Policy, Rule
 from netlogger.kernel import abi
@@ -60,6 +66,10 @@ class PolicySet:
 
 def stable_id(*parts: str) -> int:
     return zlib.crc32("\0".join(parts).encode()) & 0x7FFFFFFF or 1
+
+
+def policy_id(name: str, policy: Policy) -> int:
+    return stable_id(name, msgspec.json.encode(policy).decode())
 
 
 def parse_ports(ports: list[int | str]) -> list[tuple[int, int]]:
@@ -230,7 +240,7 @@ def _compile_one(name: str, policy: Policy, out: PolicySet) -> list[Located]:
     if policy.icmp == "allow":
         flags |= abi.PolicyFlag.ICMP_ALLOW
     mode = abi.Mode.AUDIT if policy.mode == "audit" else abi.Mode.ENFORCE
-    compiled = CompiledPolicy(name, stable_id(name), mode, flags)
+    compiled = CompiledPolicy(name, policy_id(name, policy), mode, flags)
 
     port_rules: list[tuple[Network, abi.PortRule]] = []
     domain_rules: list[tuple[Domain, list[abi.PortRule]]] = []

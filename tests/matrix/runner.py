@@ -88,6 +88,9 @@ GUEST_TESTS = [
     "tests/kernel/test_dns.py::test_crafted_packets_through_the_real_hook_admit_nothing",
     "tests/kernel/test_dns.py::test_admission_goes_on_with_the_agent_killed",
     "tests/kernel/test_dns.py::test_resolver_bypass_reasons",
+    # a reload's policy switch, stepped write by write: one whole policy at every step
+    "tests/kernel/test_policy_switch.py::test_every_map_write_of_a_switch_keeps_one_whole_policy"
+    "[old-to-new]",
     # every probe on this kernel, and missing features named by doctor and the loader
     "tests/matrix/test_features.py",
     # lsm_cgroup/socket_create (6.0+): packet sockets denied with one record each, in a

@@ -8,7 +8,7 @@ import socket
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.kernel import abi
-from netlogger.policy.compile import PolicySet, parse_ports, stable_id
+from netlogger.policy.compile import PolicySet, parse_ports
 
 POLICY = """\
 policies:
@@ -55,8 +55,9 @@ def test_each_prefix_carries_the_rules_of_every_prefix_containing_it() -> None:
 
 
 def test_keys_separate_families_and_policies() -> None:
-    key = compiled().policies["p"].cidrs[0][0]
-    assert (key.prefixlen, key.policy_id, key.family) == (48, stable_id("p"), socket.AF_INET)
+    policy = compiled().policies["p"]
+    key = policy.cidrs[0][0]
+    assert (key.prefixlen, key.policy_id, key.family) == (48, policy.id, socket.AF_INET)
     assert bytes(key.addr) == bytes([10]) + bytes(15)
 
 
@@ -81,3 +82,11 @@ def test_ids_are_stable_across_compiles_and_order() -> None:
 def test_port_forms() -> None:
     assert parse_ports([]) == [(0, 65535)]
     assert parse_ports([443, "8000-8100", "22"]) == [(443, 443), (8000, 8100), (22, 22)]
+
+
+def test_a_policy_id_follows_its_content_so_a_changed_policy_is_built_beside_the_old() -> None:
+    first, again = compiled().policies["p"], compiled().policies["p"]
+    assert first.id == again.id  # unchanged: same id, same entries, nothing rewritten
+    changed = check_source(parse(POLICY.replace("[443]", "[444]", 1), "p.yaml")).policies
+    assert changed.policies["p"].id != first.id
+    assert {k.policy_id for k, _ in changed.policies["p"].cidrs} == {changed.policies["p"].id}

@@ -157,3 +157,22 @@ def test_a_failing_sink_reports_what_it_did_not_take(fanouts: list[Fanout]) -> N
     stats = {s.name: s for s in f.stats()}
     assert (stats["broken"].errors, stats["broken"].last_error) == (1, "")  # then its gaps went
     assert stats["good"].exported == 7
+
+
+def test_a_reload_swaps_lanes_a_removed_one_drained_first(fanouts: list[Fanout]) -> None:
+    kept, leaving, joining = MemorySink("kept"), GatedSink("leaving"), MemorySink("joining")
+    f = fanout(fanouts, kept, leaving)
+    f.publish(records(7, range(0, 5)))
+    until(leaving.waiting.is_set)
+    swap = threading.Thread(target=f.update, args=([joining], [leaving]))
+    swap.start()
+    time.sleep(0.05)
+    assert swap.is_alive()  # it waits for what the leaving lane still holds
+    leaving.gate.set()
+    swap.join(5)
+    f.publish(records(7, range(5, 10)))
+    until(lambda: len(seqs(kept)) == 10 and len(seqs(joining)) == 5)
+    assert seqs(kept) == list(range(10))
+    assert seqs(leaving) == list(range(5))
+    assert seqs(joining) == list(range(5, 10))
+    assert [s.name for s in f.sinks()] == ["kept", "joining"]
