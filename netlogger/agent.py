@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from netlogger import control, privileges
+from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
 from netlogger.config.check import Checked
 from netlogger.config.model import Sink as SinkSpec
@@ -93,6 +94,7 @@ class Agent:
         self._up = threading.Event()  # start() finished: a reload has something to change
         self._sinks: Built = []
         self._every_sink: list[Sink] = []
+        self.container_names: dict[str, str] = {}  # container id -> the engine's name
 
     def _statics(self) -> list[Target]:
         return [static_target(e) for e in self.config.enroll]
@@ -142,8 +144,6 @@ class Agent:
         stack.callback(self.plane.close)
         self.enforcer = Enforcer(self.plane, self.policies)
         self.enforcer.apply_policies(self.policies)
-        for target in statics:
-            self.enforcer.enroll(target)
         self.backstop = Backstop(self.plane)
         self._recover_backstops()
 
@@ -160,8 +160,16 @@ class Agent:
             os.getpid(),
         )
         self.reporter = Reporter(
-            info, self.plane, self.enforcer, self.pump, self.fanout, self.backstop, self._dns_status
+            info,
+            self.plane,
+            self.enforcer,
+            self.pump,
+            self.fanout,
+            self.backstop,
+            self._dns_status,
+            self.container_names,
         )
+        audit = AuditTrail(self.fanout.publish_controls, self.host_name, self.container_names)
         self.commands = Commands(
             self.enforcer,
             self.pump,
@@ -173,7 +181,12 @@ class Agent:
             self.engine,
             stack,
             self.backstop,
+            audit,
+            self.container_names,
+            self.reporter.entry,
         )
+        for target in statics:  # before the socket opens: no request sees them half done
+            self.commands.enroll(target, Actor.agent("config"))
         self.reloader = Reloader(
             opts.origin,
             opts.checked,
@@ -191,8 +204,8 @@ class Agent:
             watch = ContainerWatch(
                 self.engine,
                 self.config.containers,
-                self.commands.enroll,
-                self.commands.unenroll,
+                lambda target, c, why: self.commands.enroll(target, Actor.agent(why), None, c),
+                lambda cgroup_id, why: self.commands.unenroll(cgroup_id, Actor.agent(why)),
                 self.enforcer.enrolled,
             )
             self._spawn("containers", lambda: watch.run(self.stop_event))
@@ -235,7 +248,7 @@ class Agent:
         restored = self.dns.load(self._dns_state(), boot_ns())
         if restored:
             log.info("DNS cache: %d live entries restored from %s", restored, self._dns_state())
-        enrichers: list[Enricher] = [AttributionEnricher(labels), self.dns]
+        enrichers: list[Enricher] = [AttributionEnricher(labels, self.container_names), self.dns]
         return Pump(
             reader,
             decoder,
@@ -347,7 +360,7 @@ class Agent:
         """Forget cgroups that are gone, enrolled or retired (their ids never decide again);
         expire and persist the DNS cache."""
         for cgroup_id in self.enforcer.gone():
-            self.commands.forget(cgroup_id)
+            self.commands.forget(cgroup_id, Actor.agent("cgroup_gone"))
             log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
         self._save_dns()
 

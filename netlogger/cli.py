@@ -567,45 +567,83 @@ def status(control_socket: Path | None, as_json: bool) -> None:
 @cli.command()
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
-@click.option("--action", multiple=True, type=click.Choice(["allowed", "denied", "bypassed"]))
+@click.option(
+    "--action",
+    multiple=True,
+    type=click.Choice(["allowed", "denied", "bypassed"]),
+    help="only this verdict (repeatable)",
+)
+@click.option(
+    "--would-deny", is_flag=True, help="only audit-mode records that enforce would have denied"
+)
 @click.option("--agent", multiple=True, help="only this agent (repeatable)")
 @click.option("--project", multiple=True, help="only this project (repeatable)")
-@click.option("--container", multiple=True, help="only this container id (prefix)")
+@click.option("--container", multiple=True, help="only this container: id prefix or name")
+@click.option("--dst-ip", multiple=True, help="only destinations in this CIDR or address")
+@click.option("--port", multiple=True, type=int, help="only this destination port (repeatable)")
+@click.option("--reason", multiple=True, help="only this reason, e.g. default_deny (repeatable)")
+@click.option("--policy", multiple=True, help="only records under this policy (repeatable)")
 @click.option("--dst-host", help="only destinations whose name matches this glob")
 @click.option("--since", help="start with history this old, e.g. 10m (from the JSONL sink)")
-@click.option("--color/--no-color", default=None, help="color (default: on a tty)")
+@click.option("--last", type=click.IntRange(min=1), help="start with the last N matching records")
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    help="keep following live (default), or print the history and exit 0",
+)
+@click.option("--color/--no-color", default=None, help="color (default: on a tty, unless NO_COLOR)")
 def tail(
     control_socket: Path | None,
     as_json: bool,
     action: tuple[str, ...],
+    would_deny: bool,
     agent: tuple[str, ...],
     project: tuple[str, ...],
     container: tuple[str, ...],
+    dst_ip: tuple[str, ...],
+    port: tuple[int, ...],
+    reason: tuple[str, ...],
+    policy: tuple[str, ...],
     dst_host: str | None,
     since: str | None,
+    last: int | None,
+    follow: bool,
     color: bool | None,
 ) -> None:
-    """Follow decisions live from the running agent.
+    """Follow decisions and control actions live from the running agent.
+
+    Filters of different kinds combine (and); a repeated one widens (or). When
+    the agent goes away, tail says so on stderr and exits 1.
 
     \b
     Examples:
       netlogger tail
       netlogger tail --action denied --agent a1
-      netlogger tail --since 10m --json | jq 'select(.reason == "default_deny")'
+      netlogger tail --would-deny --container web-1
+      netlogger tail --dst-ip 10.0.0.0/8 --port 443 --reason rule
+      netlogger tail --policy strict --last 20 --no-follow
+      netlogger tail --since 10m --no-follow --json | jq 'select(.reason == "default_deny")'
     """
-    from netlogger.sinks.console import format_item
+    from netlogger.sinks.console import format_item, use_color
     from netlogger.sinks.jsonl import parse_item
 
-    colored = sys.stdout.isatty() if color is None else color
+    colored = use_color(sys.stdout, color)
     items = control.stream(
         control.socket_path(control_socket),
         "tail",
         action=list(action),
+        would_deny=would_deny,
         agent=list(agent),
         project=list(project),
         container=list(container),
+        dst_ip=list(dst_ip),
+        port=list(port),
+        reason=list(reason),
+        policy=list(policy),
         dst_host=dst_host,
         since=since,
+        last=last,
+        follow=follow,
     )
     try:
         for raw in items:

@@ -44,6 +44,7 @@ class Target:
     agent: str = ""
     project: str = ""
     container_id: str = ""
+    container_name: str = ""  # the engine's name; records and the audit trail show it
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ enrollment calls `forget` for that cgroup on every enricher.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,12 +48,18 @@ def attribution_of(labels: abi.Labels | None) -> Attribution:
 class AttributionEnricher:
     """Agent, project and container from the labels pinned beside each enrollment.
 
-    The labels survive agent restarts; lookups are cached per cgroup.
+    The labels survive agent restarts; lookups are cached per cgroup. The
+    container's name is not in the labels (the kernel keeps ids): it comes from
+    `names`, which whoever enrolls a container fills (it is empty for a container
+    enrolled by an earlier agent run until the watcher lists it again).
     """
 
-    def __init__(self, labels: Callable[[int], abi.Labels | None]) -> None:
+    def __init__(
+        self, labels: Callable[[int], abi.Labels | None], names: Mapping[str, str] | None = None
+    ) -> None:
         self._labels = labels
-        self._cache: dict[str, Attribution] = {}
+        self._names: Mapping[str, str] = names if names is not None else {}
+        self._cache: dict[str, tuple[Attribution, str | None]] = {}
 
     def forget(self, cgroup_id: int) -> None:
         self._cache.pop(str(cgroup_id), None)
@@ -61,8 +67,10 @@ class AttributionEnricher:
     def enrich(self, items: Sequence[RingItem]) -> None:
         cache = self._cache
         for item in items:
-            who = cache.get(item.cgroup_id)
-            if who is None:
-                who = cache[item.cgroup_id] = attribution_of(self._labels(int(item.cgroup_id)))
+            known = cache.get(item.cgroup_id)
+            if known is None:
+                who = attribution_of(self._labels(int(item.cgroup_id)))
+                known = cache[item.cgroup_id] = (who, self._names.get(who.container_id) or None)
+            who, item.container_name = known
             item.agent, item.project, item.container_id = who.agent, who.project, who.container_id
             item.attribution = who.why_empty

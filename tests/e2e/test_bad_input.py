@@ -40,10 +40,20 @@ def test_rejected_commands_change_nothing(agent, scope) -> None:
             ),
             (
                 ("enroll", "--cgroup", "/tmp"),
-                1,
+                2,
                 "error: CgroupError: cgroup path /tmp is outside the cgroup2 mount",
             ),
-            (("enroll", "--cgroup", f"{cg.path}/../../.."), 1, "error: CgroupError: cgroup path"),
+            (("enroll", "--cgroup", f"{cg.path}/../../.."), 2, "error: CgroupError: cgroup path"),
+            (
+                ("enroll", "--cgroup", f"{cg.path}/missing"),
+                2,
+                f"error: CgroupError: cgroup {cg.path}/missing does not exist",
+            ),
+            (
+                ("enroll", "--cgroup", str(scope.path.parent)),
+                2,
+                f"error: UsageError: {scope.path.parent} is outside the agent's scope",
+            ),
             (
                 ("enroll", "--cgroup", str(cg.path), "--policy", "nope"),
                 2,

@@ -120,3 +120,53 @@ def test_container_outside_the_scope_is_refused(agent, engine) -> None:
         assert agent.status()["enrolled"] == []
     finally:
         c.remove(force=True)
+
+
+def test_automatic_enrollment_and_release_are_in_the_audit_trail(agent, container) -> None:
+    c = container(**{"dev.clawker.agent": "agent-x"})
+    entry = wait_enrolled(agent, c.id)
+    assert entry is not None and entry["container_name"] == c.name
+    c.exec_run(["nc", "-w", "1", "198.18.0.2", "22"])
+    c.kill()
+    wait_enrolled(agent, c.id, present=False)
+    lines = agent.wait_for_lines(
+        lambda ls: len([x for x in ls if x["event.name"] == "ebpf.egress.control"]) >= 2
+    )
+    audit = [x for x in lines if x["event.name"] == "ebpf.egress.control"]
+    common = {
+        "event.name": "ebpf.egress.control",
+        "control.result": "done",
+        "control.by": "agent",
+        "control.target": f"container {c.name}",
+        "cgroup_id": str(entry["cgroup_id"]),
+        "cgroup_path": entry["path"],
+        "container_id": c.id,
+        "container_name": c.name,
+        "agent": "agent-x",
+    }
+    assert [{k: v for k, v in r.items() if k not in ("ts", "host.name")} for r in audit] == [
+        {
+            **common,
+            "control.command": "enroll",
+            "control.trigger": "container_start",
+            "control.mode_after": "enforce",
+            "control.policy_after": "default",
+        },
+        {
+            **common,
+            "control.command": "unenroll",
+            "control.trigger": "container_stop",
+            "control.target": f"cgroup id {entry['cgroup_id']}",
+            "control.mode_before": "enforce",
+            "control.policy_before": "default",
+        },
+    ]
+    (rec,) = decisions(lines)
+    assert (rec["container_id"], rec["container_name"]) == (c.id, c.name)
+    by_name = agent.cli("tail", "--no-follow", "--json", "--container", c.name)
+    by_id = agent.cli("tail", "--no-follow", "--json", "--container", c.short_id)
+    assert by_name.returncode == by_id.returncode == 0, by_name.stderr + by_id.stderr
+    assert by_name.stdout == by_id.stdout
+    assert len(by_name.stdout.splitlines()) == 3  # enroll, the deny, unenroll
+    human = agent.cli("tail", "--no-follow", "--no-color", "--action", "denied")
+    assert f"agent-x ({c.name})  nc[" in human.stdout
