@@ -29,7 +29,8 @@ from typing import Any
 
 import msgspec
 
-from netlogger.errors import AgentError, UsageError
+from netlogger.control.server import STOPPING
+from netlogger.errors import UsageError
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.record import Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import Sink
@@ -256,8 +257,8 @@ def serve(
             return
         while not closed():
             items = sub.next_items(POLL_SECONDS)
-            if items is None:
-                raise AgentError("the agent is stopping; the stream ends here")
+            if items is None:  # the fan-out closed: the agent is stopping
+                raise STOPPING
             lines = [encode(i) + b"\n" for i in items if (k := _key(i)) is None or k not in sent]
             if lines:
                 write(b"".join(lines))

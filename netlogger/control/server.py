@@ -31,6 +31,7 @@ log = logging.getLogger("netlogger.control")
 MAX_CONNECTIONS = 64
 IDLE_SECONDS = 10.0  # a client sends its request at once; one that does not is gone or stuck
 MAX_REQUEST_BYTES = 1 << 20
+STOPPING = AgentError("the agent is stopping; the stream ends here")
 
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -132,6 +133,9 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.commands.stream(request, write, closed)
         except NetloggerError as exc:
             write(error_line(exc))
+            return
+        if self.server.closing.is_set():  # not the end the client asked for: say why
+            write(error_line(STOPPING))
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
