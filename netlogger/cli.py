@@ -1,8 +1,10 @@
 """The `netlogger` command line.
 
 Every command catches only NetloggerError and prints `error: Type: message`
-on stderr (a traceback too under --verbose); config problems exit 2, runtime
-failures exit 1.
+on stderr (a traceback too under --verbose). The error's type decides the exit
+code: 2 for usage and validation (UsageError, CgroupError, ConfigError, and
+click's own usage errors), 1 for runtime failures. Color: on a terminal unless
+NO_COLOR is set; --color forces it, --no-color drops it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import click
 
-from netlogger import control
+from netlogger import __version__, control
 from netlogger.errors import NetloggerError, UsageError
 from netlogger.views import enrolled_rows, status_text, table
 
@@ -65,6 +67,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="libbpf debug output and tracebacks")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
@@ -80,6 +83,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       netlogger run --config /etc/netlogger/config.yaml
       netlogger enroll --container web-1 --agent a1 --project p1
       netlogger tail --action denied
+      netlogger --version
     """
     ctx.obj = {"verbose": verbose}
     logging.basicConfig(
@@ -334,6 +338,18 @@ def _show_entry(entry: dict[str, Any], as_json: bool) -> None:
     click.echo(json.dumps(entry) if as_json else enrolled_rows([entry]))
 
 
+def _unenrolled(entry: dict[str, Any]) -> str:
+    """What `unenroll` did, in one line."""
+    what = entry["path"] or f"cgroup id {entry['cgroup_id']}"
+    name = entry.get("container_name") or entry["container_id"][:12]
+    container = f", container {name}" if name else ""
+    return (
+        f"unenrolled {what} (cgroup id {entry['cgroup_id']}{container}; was {entry['mode']} "
+        f"under policy {entry['policy']}, {entry['seq']} decisions): its traffic now passes "
+        "unrecorded"
+    )
+
+
 @cli.command()
 @click.option(
     "--config",
@@ -476,7 +492,7 @@ def unenroll(
     entry = control.request(
         control.socket_path(control_socket), "unenroll", **_target(cgroup, container)
     )
-    _show_entry(entry, as_json)
+    click.echo(json.dumps(entry) if as_json else _unenrolled(entry))
 
 
 @cli.command()
@@ -552,16 +568,24 @@ def reload(control_socket: Path | None, as_json: bool) -> None:
 @cli.command()
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(control_socket: Path | None, as_json: bool) -> None:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["narrow", "wide"]),
+    default="narrow",
+    help="wide: every column, full paths and ids (default: fits 100 columns)",
+)
+def status(control_socket: Path | None, as_json: bool, output: str) -> None:
     """Enrolled cgroups, modes, counters, losses and sink health of the running agent.
 
     \b
     Examples:
       netlogger status
+      netlogger status -o wide
       netlogger status --json | jq '.losses'
     """
     result = control.request(control.socket_path(control_socket), "status")
-    click.echo(json.dumps(result, indent=2) if as_json else status_text(result))
+    click.echo(json.dumps(result, indent=2) if as_json else status_text(result, output == "wide"))
 
 
 @cli.command()
@@ -651,8 +675,8 @@ def tail(
                 click.echo(json.dumps(raw))
             else:
                 item = parse_item(json.dumps(raw).encode())
-                if item is not None:
-                    click.echo(format_item(item, colored))
+                if item is not None:  # color=: click would strip it from a pipe
+                    click.echo(format_item(item, colored), color=colored)
     except BrokenPipeError:
         pass
 

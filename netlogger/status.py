@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netlogger import coverage, privileges, resolvers
+from netlogger import __version__, coverage, privileges, resolvers
 from netlogger.backstop import Backstop
 from netlogger.enforce import Enforcer, Enrolled
 from netlogger.errors import KernelError
@@ -25,7 +25,6 @@ from netlogger.pipeline.pump import Pump
 from netlogger.pipeline.record import EVENT_NAMES, GAP_KINDS
 from netlogger.sinks.base import status_of
 
-VERSION = "0.1.0"
 DNS_EVENT = EVENT_NAMES["dns"]
 
 
@@ -117,12 +116,13 @@ class Reporter:
 
     def status(self) -> dict[str, Any]:
         info = self.info
+        layers = self.plane.layers
         enrolled = [self.entry(e) for e in self.enforcer.enrolled()]
         states = self._sink_states()
         return {
             "agent": {
                 "pid": info.pid,
-                "version": VERSION,
+                "version": __version__,
                 "host": info.host,
                 "uptime_s": round(time.time() - info.started, 1),
                 "pin_root": str(info.pin_root),

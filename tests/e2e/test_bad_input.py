@@ -84,10 +84,21 @@ def test_second_agent_on_the_same_pin_root_is_refused(
     result = netlogger("run", "--config", str(other.config_file))
     assert result.returncode == 1
     assert one_line(result.stderr) == (
-        f"error: StateError: another netlogger agent is using pin root {pin_root}; stop it, "
-        "or give this one its own --pin-root"
+        f"error: StateError: the netlogger agent with pid {agent.proc.pid} is using pin root "
+        f"{pin_root}; stop it, or give this one its own --pin-root"
     )
     assert agent.status()["agent"]["pin_root"] == str(pin_root)  # the first one is unharmed
+
+
+def test_teardown_while_an_agent_runs_names_it(agent, pin_root) -> None:
+    result = netlogger("teardown", "--pin-root", str(pin_root))
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        f"error: StateError: the netlogger agent with pid {agent.proc.pid} holds pin root "
+        f"{pin_root}: teardown would pull enforcement from under it; stop it first "
+        f"(`kill -TERM {agent.proc.pid}`), then run teardown again"
+    )
+    assert agent.status()["agent"]["pid"] == agent.proc.pid  # still there, still enforcing
 
 
 def test_second_agent_on_the_same_socket_is_refused(agent, scope, tmp_path: Path) -> None:
