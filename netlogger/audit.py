@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from netlogger.enforce import Enrolled
 from netlogger.pipeline.decode import Rfc3339
-from netlogger.pipeline.record import CONTROL_TRIGGERS, EVENT_NAMES, Control, Item
+from netlogger.pipeline.record import CONTROL_TRIGGERS, EVENT_NAMES, Control
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Action:
 class AuditTrail:
     def __init__(
         self,
-        publish: Callable[[Sequence[Item]], None],
+        publish: Callable[[Sequence[Control]], None],
         host_name: str,
         names: Mapping[str, str],
     ) -> None:
