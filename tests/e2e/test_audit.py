@@ -183,3 +183,24 @@ def test_tail_shows_control_actions(agent, scope) -> None:
         f"  CONTROL  enroll    a1  cgroup {cg.path}  by uid {os.getuid()} pid {pid}  "
         "not enrolled -> enforce default  done"
     )
+
+
+def test_a_vanished_cgroup_is_unenrolled_by_the_agent_on_the_record(agent, scope) -> None:
+    with sandbox.cgroup(scope, "gone") as cg:
+        assert agent.cli("enroll", "--cgroup", str(cg.path), "--agent", "g1").returncode == 0
+    # The cgroup is removed; the agent's housekeeping (every 5 s) notices.
+    lines = agent.wait_for_lines(lambda ls: len(controls(ls)) >= 2, timeout=30)
+    assert without_ts(controls(lines)[1]) == {
+        "event.name": "ebpf.egress.control",
+        "control.command": "unenroll",
+        "control.result": "done",
+        "control.by": "agent",
+        "control.trigger": "cgroup_gone",
+        "control.target": f"cgroup id {cg.id}",
+        "control.mode_before": "enforce",
+        "control.policy_before": "default",
+        "cgroup_id": str(cg.id),
+        "cgroup_path": str(cg.path),
+        "agent": "g1",
+    }
+    assert agent.status()["enrolled"] == []
