@@ -6,7 +6,7 @@ import textwrap
 from typing import Any
 
 WIDTH = 100  # what the default (narrow) views fit; `-o wide` has no limit
-RAW_NOTE = "RAW yes: a task there holds CAP_NET_RAW and can bypass via AF_PACKET"
+RAW_NOTE = "RAW yes: a task there holds CAP_NET_RAW (packet sockets: see LAYERS/OPEN, -o wide)"
 
 
 def short(text: str, limit: int) -> str:
@@ -44,10 +44,8 @@ def _mode(entry: dict[str, Any], wide: bool) -> str:
     return str(entry["mode"])
 
 
-def _raw(entry: dict[str, Any], wide: bool) -> str:
-    if entry.get("raw_capable"):
-        return "YES (can bypass via AF_PACKET)" if wide else "yes"
-    return "no"
+def _raw(entry: dict[str, Any]) -> str:
+    return "yes" if entry.get("raw_capable") else "no"
 
 
 def _container(entry: dict[str, Any], wide: bool) -> str:
@@ -81,7 +79,7 @@ def enrolled_rows(
                 str(e["seq"]),
                 str(e["throttled"]),
                 str(e["ringbuf_lost"]),
-                _raw(e, wide),
+                _raw(e),
                 "+".join(e.get("layers", [])) or "-",
                 "; ".join(e.get("open", [])) or "-",
             ]
@@ -99,7 +97,7 @@ def enrolled_rows(
             _container(e, wide),
             str(e["seq"]),
             str(e["throttled"] + e["ringbuf_lost"]),
-            _raw(e, wide),
+            _raw(e),
         ]
         for e in entries
     ]

@@ -13,10 +13,12 @@ from tests.e2e.conftest import REPO, AgentProcess, netlogger
 
 STATUS_KEYS = {
     "agent", "enrolled", "records", "losses", "ring", "dns", "sinks", "tail_subscribers", "notes",
+    "layers",
 }  # fmt: skip
 ENTRY_KEYS = {
     "cgroup_id", "path", "level", "policy", "mode", "bypass_left_s", "agent", "project",
     "container_id", "seq", "throttled", "ringbuf_lost", "raw_capable", "resolver_paths",
+    "veths", "layers", "open",
 }  # fmt: skip
 
 
@@ -43,7 +45,8 @@ def test_unenroll_says_what_it_did(agent, scope) -> None:
 def raw_column(table: str) -> list[str]:
     header, *rows = table.splitlines()
     at = header.index("RAW")
-    return [row[at:].split()[0] for row in rows if row and not row.startswith("RAW ")]
+    notes = ("RAW ", "OPEN ")  # the footnotes under the table
+    return [row[at:].split()[0] for row in rows if row and not row.startswith(notes)]
 
 
 def test_enroll_bypass_and_status_agree_about_cap_net_raw(agent, scope, spawn) -> None:
@@ -55,12 +58,14 @@ def test_enroll_bypass_and_status_agree_about_cap_net_raw(agent, scope, spawn) -
         status = agent.cli("status")
         as_json = json.loads(agent.cli("status", "--json").stdout)
     assert raw_column(enrolled.stdout) == raw_column(bypassed.stdout) == ["yes"]
-    assert enrolled.stdout.splitlines()[-1] == (
-        "RAW yes: a task there holds CAP_NET_RAW and can bypass via AF_PACKET"
+    assert (
+        "RAW yes: a task there holds CAP_NET_RAW (packet sockets: see LAYERS/OPEN, -o wide)"
+        in enrolled.stdout.splitlines()
     )
     assert raw_column(other.stdout) == ["no"]
     table = status.stdout[status.stdout.index("ENROLLED") :].split("\n\n")[0].split("\n", 1)[1]
-    paths = [row.split()[0] for row in table.splitlines()[1:] if not row.startswith("RAW ")]
+    rows = table.splitlines()[1:]
+    paths = [row.split()[0] for row in rows if not row.startswith(("RAW ", "OPEN "))]
     assert dict(zip(paths, raw_column(table), strict=True)) == {"raw": "yes", "plain": "no"}
     assert {e["path"]: e["raw_capable"] for e in as_json["enrolled"]} == {
         str(raw.path): True,
