@@ -216,7 +216,9 @@ def policy_suggest(
     from netlogger.policy import suggest as sg
     from netlogger.tail import Filter
 
-    accept = Filter(frozenset(), frozenset(agent), frozenset(project), tuple(container))
+    accept = Filter(
+        agents=frozenset(agent), projects=frozenset(project), containers=tuple(container)
+    )
     if files:
         records = sg.from_files(files, accept, since)
     else:

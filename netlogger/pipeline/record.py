@@ -176,6 +176,7 @@ CONTROL_TRIGGERS = {
     "container_stop": "the engine stopped an enrolled container",
     "container_gone": "an enrolled container was no longer running when the watcher listed them",
     "cgroup_gone": "the enrolled cgroup directory was removed",
+    "reload": "a reload (the `reload` command or SIGHUP) changed the static enrollments",
 }
 
 GAP_KINDS = {
