@@ -88,6 +88,8 @@ GUEST_TESTS = [
     "tests/kernel/test_dns.py::test_crafted_packets_through_the_real_hook_admit_nothing",
     "tests/kernel/test_dns.py::test_admission_goes_on_with_the_agent_killed",
     "tests/kernel/test_dns.py::test_resolver_bypass_reasons",
+    # tp_btf/cgroup_mkdir: CO-RE reads of the new cgroup, enrollment before any task is in it
+    "tests/kernel/test_cgroup_mkdir.py",
     # every probe on this kernel, and missing features named by doctor and the loader
     "tests/matrix/test_features.py",
     # lsm_cgroup/socket_create (6.0+): packet sockets denied with one record each, in a
