@@ -39,6 +39,7 @@ from netlogger.containers import (
     PROJECT_LABEL,
     Container,
     Engine,
+    cgroup_name,
     container_of,
     expected_cgroup,
 )
@@ -173,9 +174,9 @@ class ContainerWatch:
         self._engine = engine
         self._backfill(engine.selected(label))
         self._set_state("connected", None)
-        for action, ref in events:
+        for action, ref, attributes in events:
             try:
-                self.handle(engine, action, ref)
+                self.handle(engine, action, ref, attributes)
             except Exception as exc:  # one odd container must not end the watch
                 log.warning("container %s: %s", ref[:12], exc)
         if not stop.is_set():
@@ -195,12 +196,34 @@ class ContainerWatch:
 
     # -- one container ----------------------------------------------------
 
-    def handle(self, engine: Engine, action: str, ref: str) -> None:
+    def handle(
+        self, engine: Engine, action: str, ref: str, attributes: dict[str, str] | None = None
+    ) -> None:
+        """React to one event; `attributes` are the event's own (labels among them)."""
+        if action == "create" and attributes is not None:
+            # Before anything else: the client's start request is already on its way,
+            # and the kernel needs the expectation before the engine makes the cgroup.
+            self._expect_early(ref, attributes)
         attrs = engine.inspect(ref)
         if action == "create" and attrs is not None:
             self._expect(attrs)
         else:
             self._reconcile(ref, attrs)
+
+    def _expect_early(self, cid: str, labels: dict[str, str]) -> None:
+        """The expectation from the event alone; `_expect` completes it (path, scope)."""
+        choice = choose_policy(self.spec, labels, self._policies())
+        self._ops.expect(
+            cgroup_name(cid, self._driver),
+            Expected(
+                None,
+                choice.policy,
+                None,
+                labels.get(AGENT_LABEL, ""),
+                labels.get(PROJECT_LABEL, ""),
+                cid,
+            ),
+        )
 
     def _expect(self, attrs: dict[str, Any]) -> Known | None:
         cid = attrs["Id"]
@@ -208,6 +231,8 @@ class ContainerWatch:
         choice = choose_policy(self.spec, labels, self._policies())
         name, path = expected_cgroup(attrs, self._driver, cgroup.find_mount())
         if self._scope not in path.parents:
+            with contextlib.suppress(NetloggerError):
+                self._ops.unexpect(name)  # the early expectation, if there was one
             if cid not in self._outside:
                 self._outside.add(cid)
                 log.warning(

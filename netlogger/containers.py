@@ -69,19 +69,22 @@ def systemd_slice_dir(unit: str) -> PurePosixPath:
     return PurePosixPath(*["-".join(parts[: i + 1]) + ".slice" for i in range(len(parts))])
 
 
+def cgroup_name(container_id: str, driver: str) -> str:
+    """The name of the cgroup directory the engine will make for a container."""
+    return f"docker-{container_id}.scope" if driver == "systemd" else container_id
+
+
 def expected_cgroup(attrs: dict[str, Any], driver: str, mount: cgroup.Mount) -> tuple[str, Path]:
     """The name and path of the cgroup v2 directory the engine will make for a container.
 
     Docker's cgroupfs driver makes `<--cgroup-parent or /docker>/<id>`, its systemd
     driver `<slice or system.slice>/docker-<id>.scope`.
     """
-    cid = attrs["Id"]
+    name = cgroup_name(attrs["Id"], driver)
     parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or "")
     if driver == "systemd":
-        name = f"docker-{cid}.scope"
         where = systemd_slice_dir(parent or "system.slice")
     else:
-        name = cid
         where = PurePosixPath((parent or "/docker").lstrip("/"))
     inside = PurePosixPath("/", where)
     relative = inside.relative_to(mount.root) if inside.is_relative_to(mount.root) else where
@@ -133,8 +136,11 @@ class Engine:
     def cgroup_driver(self) -> str:
         return str(self._client.info().get("CgroupDriver", "cgroupfs"))
 
-    def events(self, label: str, stop: threading.Event) -> Iterator[tuple[str, str]]:
-        """(action, container id) of labelled containers' lifecycle events, until `stop`.
+    def events(
+        self, label: str, stop: threading.Event
+    ) -> Iterator[tuple[str, str, dict[str, str]]]:
+        """(action, container id, attributes: its labels, name and image) of labelled
+        containers' lifecycle events, until `stop`.
 
         The stream is opened before this returns, so nothing that happens after
         the call is missed by a caller that lists containers before iterating.
@@ -152,13 +158,18 @@ class Engine:
             raise
         threading.Thread(target=lambda: (stop.wait(), stream.close()), daemon=True).start()
 
-        def follow() -> Iterator[tuple[str, str]]:
+        def follow() -> Iterator[tuple[str, str, dict[str, str]]]:
             try:
                 for event in stream:
                     if stop.is_set():
                         break
-                    ref = event.get("id") or event.get("Actor", {}).get("ID", "")
-                    yield str(event.get("Action", "")), str(ref)
+                    actor = event.get("Actor") or {}
+                    ref = event.get("id") or actor.get("ID", "")
+                    yield (
+                        str(event.get("Action", "")),
+                        str(ref),
+                        dict(actor.get("Attributes") or {}),
+                    )
             finally:
                 listener.close()
 

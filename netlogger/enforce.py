@@ -71,7 +71,9 @@ class Enrolled:
 class Expected:
     """A cgroup the engine is about to make, and who will run in it."""
 
-    path: Path  # where the cgroup directory is expected (for people; the kernel matches the name)
+    # Where the cgroup directory is expected, for people (the kernel matches the name);
+    # None: not known yet, and the entry the kernel makes has no path until the agent's.
+    path: Path | None
     policy: str = "default"
     mode: str | None = None
     agent: str = ""
@@ -87,7 +89,7 @@ def _text(value: str, field: Any, name: str) -> bytes:
     return raw
 
 
-def _labels(who: Target | Expected, path: Path, level: int) -> abi.Labels:
+def _labels(who: Target | Expected, path: Path | None, level: int) -> abi.Labels:
     from_engine = isinstance(who, Expected) or who.from_engine
     return abi.Labels(
         level=level,
@@ -96,7 +98,7 @@ def _labels(who: Target | Expected, path: Path, level: int) -> abi.Labels:
         agent=_text(who.agent, abi.Labels.agent, "agent"),
         project=_text(who.project, abi.Labels.project, "project"),
         container_id=_text(who.container_id, abi.Labels.container_id, "container id"),
-        path=_text(str(path), abi.Labels.path, "cgroup path"),
+        path=_text(str(path) if path else "", abi.Labels.path, "cgroup path"),
     )
 
 
@@ -218,7 +220,7 @@ class Enforcer:
         The cgroup_mkdir program consumes nothing: the entry stays, so a restarted
         container's new cgroup is enrolled the same way, until `unexpect`.
         """
-        labels = _labels(target, target.path, 0)
+        labels = _labels(target, target.path, 0)  # the kernel sets the level
         enrollment = self._enrollment(target.policy, target.mode)
         key = _pending_key(name)
         old = self.plane.pending.lookup(key)  # keeps what the kernel counted
