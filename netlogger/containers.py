@@ -74,7 +74,7 @@ def cgroup_name(container_id: str, driver: str) -> str:
     return f"docker-{container_id}.scope" if driver == "systemd" else container_id
 
 
-def expected_cgroup(attrs: dict[str, Any], driver: str, mount: cgroup.Mount) -> tuple[str, Path]:
+def expected_cgroup(attrs: dict[str, Any], driver: str, mount: Mount) -> tuple[str, Path]:
     """The name and path of the cgroup v2 directory the engine will make for a container.
 
     Docker's cgroupfs driver makes `<--cgroup-parent or /docker>/<id>`, its systemd
@@ -156,7 +156,12 @@ class Engine:
         except BaseException:
             listener.close()
             raise
-        threading.Thread(target=lambda: (stop.wait(), stream.close()), daemon=True).start()
+
+        def close_on_stop() -> None:
+            stop.wait()
+            stream.close()
+
+        threading.Thread(target=close_on_stop, daemon=True).start()
 
         def follow() -> Iterator[tuple[str, str, dict[str, str]]]:
             try:
