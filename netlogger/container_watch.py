@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from netlogger.policy.compile import DENY_ALL, POLICY_NAME_MAX
 log = logging.getLogger("netlogger.containers")
 
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # backoff while the engine is away, then every 5 s
+WATCH_NICE = -10
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,10 @@ class ContainerWatch:
 
     def run(self, stop: threading.Event) -> None:
         """Follow the engine until `stop` is set, reconnecting whenever it goes away."""
+        # A create event races the engine's start: on a busy host this thread must get a
+        # CPU before runc makes the cgroup. Best effort: root may raise its own thread.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WATCH_NICE)
         failures = 0
         while not stop.is_set():
             try:
