@@ -317,7 +317,7 @@ def test_events_twice_late_or_out_of_order_leave_no_stale_entry(scope, pin_root,
         enforcer = Enforcer(plane, policies)
         enforcer.apply_policies(policies)
         ops = Ops(
-            enforcer.enroll,
+            lambda target, _container: enforcer.enroll(target),  # no backstop here
             enforcer.unenroll,
             enforcer.enrolled,
             enforcer.expect,
