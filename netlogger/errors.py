@@ -11,6 +11,7 @@
     │   └── MapError                a map operation failed
     ├── NotSupportedError           the kernel lacks a feature; names it and the minimum kernel
     ├── StateError                  pinned state that cannot be reused or migrated
+    ├── EngineError                 the container engine cannot be reached (the agent retries)
     └── AgentError                  the running agent is absent, busy, or said no
 
 Lower-layer errors (an errno from libbpf, bpf(2), mount(2) or the pin root)
@@ -98,6 +99,10 @@ class NotSupportedError(NetloggerError):
 
 
 class StateError(NetloggerError):
+    pass
+
+
+class EngineError(NetloggerError):
     pass
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from netlogger import coverage, privileges, resolvers
 from netlogger.backstop import Backstop
+from netlogger.container_watch import ContainerWatch
 from netlogger.enforce import Enforcer
 from netlogger.errors import KernelError
 from netlogger.kernel import cgroup
@@ -71,9 +72,11 @@ class Reporter:
         fanout: Fanout,
         backstop: Backstop,
         dns: Callable[[], dict[str, Any]] = dict,
+        watch: ContainerWatch | None = None,
     ) -> None:
         self.info = info
         self.backstop = backstop
+        self.watch = watch
         self.plane = plane
         self.enforcer = enforcer
         self.pump = pump
@@ -102,8 +105,12 @@ class Reporter:
             item["veths"] = veths
             item["layers"] = coverage.covering(layers, is_container, veths)
             item["open"] = coverage.open_holes(layers, is_container, veths)
+            flags = self.watch.flags(entry.container_id) if self.watch else None
+            item["escape"] = flags.escape if flags else None
+            item["policy_reason"] = flags.policy_reason if flags else None
             enrolled.append(item)
         states = self._sink_states()
+        containers = self.watch.status() if self.watch else None
         return {
             "agent": {
                 "pid": info.pid,
@@ -137,7 +144,11 @@ class Reporter:
             ],
             "tail_subscribers": self.fanout.subscribers(),
             "layers": layers,
-            "notes": coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
+            "containers": containers,
+            "notes": [
+                *coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
+                *(containers["notes"] if containers else []),
+            ],
         }
 
     def snapshot(self) -> Snapshot:
@@ -157,4 +168,14 @@ class Reporter:
             ring_pending_bytes=self.pump.reader.pending_bytes(),
             ring_size_bytes=self.plane.ring_bytes,
             subscribers=self.fanout.subscribers(),
+            **self._container_metrics(),
         )
+
+    def _container_metrics(self) -> dict[str, int]:
+        if self.watch is None:
+            return {}
+        containers = self.watch.status()["containers"]
+        return {
+            "engine_up": int(self.watch.state == "connected"),
+            "containers_flagged": sum(1 for c in containers if c["escapes"]),
+        }

@@ -117,5 +117,12 @@ def status_text(status: dict[str, Any]) -> str:
         ),
     ]
     parts += ["", f"tail     {status['tail_subscribers']} client(s) connected"]
+    c = status.get("containers")
+    if c:
+        parts.append(
+            f"engine   {c['engine']}: {c['state']} since {c['since']}, cgroup driver "
+            f"{c['cgroup_driver']}, containers enrolled at {c['enrolled_at']}, "
+            f"attribution {c['attribution']}"
+        )
     parts += [f"note     {note}" for note in status["notes"]]
     return "\n".join(parts)

@@ -22,7 +22,7 @@ from netlogger.backstop import Backstop
 from netlogger.config.model import Containers
 from netlogger.container_watch import container_target
 from netlogger.containers import DEFAULT_ENGINE, Container, Engine
-from netlogger.enforce import Enforcer, Enrolled, Target
+from netlogger.enforce import Enforcer, Enrolled, Expected, Target
 from netlogger.errors import UsageError
 from netlogger.kernel import cgroup
 from netlogger.pipeline.fanout import Fanout
@@ -40,10 +40,12 @@ class Commands:
         policies: Callable[[], dict[str, Any]],
         reload: Callable[[], dict[str, Any]],
         containers: Containers | None,
-        engine: Engine | None,
+        engine: Callable[[], Engine] | None,
         stack: ExitStack,
         backstop: Backstop,
     ) -> None:
+        """`engine`: the container watch's (connected) engine; None: $DOCKER_HOST's, opened
+        when a request first names a container."""
         self.enforcer = enforcer
         self.backstop = backstop
         self.pump = pump
@@ -52,7 +54,8 @@ class Commands:
         self._policies = policies
         self._reload = reload
         self._containers = containers
-        self._engine = engine
+        self._watch_engine = engine
+        self._engine: Engine | None = None
         self._stack = stack  # closes what this opens, when the agent stops
         # One enforcement change at a time; reentrant, so a reload enrolls inside its own.
         self.changing = threading.RLock()
@@ -86,6 +89,14 @@ class Commands:
             self.pump.forget(cgroup_id)
             self.pump.losses.forget(cgroup_id)
 
+    def expect(self, name: str, expected: Expected) -> None:
+        with self.changing:
+            self.enforcer.expect(name, expected)
+
+    def unexpect(self, name: str) -> None:
+        with self.changing:
+            self.enforcer.unexpect(name)
+
     # -- requests ----------------------------------------------------------------------
 
     def _resolve(self, request: dict[str, Any]) -> tuple[cgroup.Cgroup, Container | None]:
@@ -94,10 +105,14 @@ class Commands:
             raise UsageError("name exactly one target: --cgroup PATH or --container ID")
         if path:
             return cgroup.resolve(path), None
-        if self._engine is None:  # no watcher: find containers where $DOCKER_HOST says
-            self._engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
-            self._stack.callback(self._engine.close)
-        container = self._engine.find(str(ref))
+        if self._watch_engine is not None:
+            engine = self._watch_engine()
+        else:  # no watcher: find containers where $DOCKER_HOST says
+            if self._engine is None:
+                self._engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+                self._stack.callback(self._engine.close)
+            engine = self._engine
+        container = engine.find(str(ref))
         return cgroup.resolve(container.cgroup), container
 
     def _target(
@@ -106,7 +121,9 @@ class Commands:
         mode, agent, project = request.get("mode"), request.get("agent"), request.get("project")
         if container is None:
             return Target(cg, request.get("policy") or "default", mode, agent or "", project or "")
-        chosen = container_target(self._containers, container, request.get("policy"))
+        chosen = container_target(
+            self._containers, container, request.get("policy"), set(self.enforcer.policies.named())
+        )
         return Target(
             chosen.cgroup,
             chosen.policy,
@@ -114,6 +131,7 @@ class Commands:
             agent or chosen.agent,
             project or chosen.project,
             chosen.container_id,
+            from_engine=True,
         )
 
     def handle(self, request: dict[str, Any]) -> Any:
