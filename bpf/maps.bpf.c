@@ -14,6 +14,7 @@ struct nl_policies_def nl_policies SEC(".maps");
 struct nl_cidrs_def nl_cidrs SEC(".maps");
 struct nl_resolvers_def nl_resolvers SEC(".maps");
 struct nl_levels_def nl_levels SEC(".maps");
+struct nl_pending_def nl_pending SEC(".maps");
 struct nl_labels_def nl_labels SEC(".maps");
 struct nl_reported_def nl_reported SEC(".maps");
 struct nl_meta_def nl_meta SEC(".maps");
@@ -47,6 +48,7 @@ struct nl_abi {
 	enum nl_writer writer;
 	enum nl_dns_verdict dns_verdict;
 	enum nl_dns_flag dns_flag;
+	enum nl_source source;
 	/* Reached only through pointers elsewhere, which BTF records as bare names. */
 	struct nl_dns_addr_key dns_addr_key;
 	struct nl_dns_slots dns_slots;

@@ -160,6 +160,15 @@ struct nl_dns_scratch_def {
 	__type(value, __u8[NL_DNS_SCRATCH_BYTES]);
 };
 extern struct nl_dns_scratch_def nl_dns_scratch SEC(".maps");
+/* Written by the agent, read (and counted in) by the cgroup_mkdir program. */
+struct nl_pending_def {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nl_pending_key);
+	__type(value, struct nl_pending);
+};
+extern struct nl_pending_def nl_pending SEC(".maps");
 
 /* Agent-only state, pinned beside the maps the programs use. */
 struct nl_labels_def {

@@ -24,6 +24,7 @@
 #define NL_COMM_LEN 16
 #define NL_MAX_LEVELS 32	 /* cgroup depths the enrollment lookup searches */
 #define NL_MAX_PORT_RULES 16	 /* port rules per (policy, prefix) */
+#define NL_CGROUP_NAME_LEN 128 /* a cgroup directory name, NUL included */
 
 /* The values of AF_INET, AF_INET6, AF_PACKET and AF_XDP. */
 enum nl_family {
@@ -100,6 +101,12 @@ enum nl_policy_flag {
 	NL_POLICY_LOG_LOOPBACK = 1 << 0,
 	NL_POLICY_ICMP_ALLOW = 1 << 1,
 	NL_POLICY_HAS_DOMAINS = 1 << 2, /* unresolved destinations get NL_REASON_UNRESOLVED_IP */
+};
+
+/* nl_labels.source: who said who a cgroup is. */
+enum nl_source {
+	NL_SOURCE_STATIC = 0, /* the config or `netlogger enroll --cgroup` */
+	NL_SOURCE_ENGINE = 1, /* the container engine (directly, or at mkdir from nl_pending) */
 };
 
 /* Every ring record starts with this, so the decoder can dispatch and check. */
@@ -234,12 +241,31 @@ struct nl_levels {
  */
 struct nl_labels {
 	__u32 level; /* depth in the cgroup v2 hierarchy */
-	__u32 pad;
+	__u8 source; /* enum nl_source */
+	__u8 pad[3];
 	char policy[32];
 	char agent[64];
 	char project[64];
 	char container_id[72]; /* 64 hex digits and a NUL, padded to 8 bytes */
 	char path[256];	       /* the cgroup directory, for people */
+};
+
+/*
+ * nl_pending: the name a container's cgroup directory will have -> how to
+ * govern it. Written by the agent at the engine's `create` event; the
+ * cgroup_mkdir program enrolls a new cgroup v2 directory of that name below
+ * scope_id before any task is in it, and counts it here.
+ */
+struct nl_pending_key {
+	char name[NL_CGROUP_NAME_LEN];
+};
+
+struct nl_pending {
+	__u64 scope_id;	 /* only cgroups below this one are enrolled */
+	__u64 cgroup_id; /* written by the kernel: the last cgroup it enrolled */
+	__u64 enrolled;	 /* written by the kernel: how many it enrolled */
+	struct nl_enrollment enrollment;
+	struct nl_labels labels; /* the kernel sets level */
 };
 
 /*

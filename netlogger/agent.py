@@ -36,19 +36,27 @@ from netlogger import control, privileges
 from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
 from netlogger.config.check import Checked
+from netlogger.config.model import Containers
 from netlogger.config.model import Sink as SinkSpec
-from netlogger.container_watch import ContainerWatch
+from netlogger.container_watch import ContainerWatch, Ops
 from netlogger.containers import DEFAULT_ENGINE, Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
 from netlogger.enrich.dns import STATE_FILE, DnsEnricher, boot_ns, write_atomically
+from netlogger.errors import EngineError
 from netlogger.kernel import abi, cgroup, libbpf, loader, pins
 from netlogger.kernel.plane import Plane
 from netlogger.kernel.ringbuf import RingReader, span
 from netlogger.metrics import MetricsServer, Snapshot
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import DnsDecoder
-from netlogger.pipeline.enrich import AttributionEnricher, Enricher, attribution_of
+from netlogger.pipeline.enrich import (
+    AttributionEnricher,
+    ContainerFlags,
+    Enricher,
+    ProcessEnricher,
+    attribution_of,
+)
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.pump import Pump
@@ -89,7 +97,7 @@ class Agent:
         self._started = time.time()
         self._threads: list[threading.Thread] = []
         self._stack = ExitStack()
-        self.engine: Engine | None = None
+        self.watch: ContainerWatch | None = None
         self.names = Names(self.policies)
         self._up = threading.Event()  # start() finished: a reload has something to change
         self._sinks: Built = []
@@ -136,9 +144,6 @@ class Agent:
         self.metrics = MetricsServer(opts.metrics, self._snapshot) if opts.metrics else None
         if self.metrics:
             stack.callback(self.metrics.close)
-        if self.config.containers:
-            self.engine = Engine(self.config.containers.engine)
-            stack.callback(self.engine.close)
 
         self.plane = loader.load(opts.pin_root, scope, settings)
         stack.callback(self.plane.close)
@@ -159,6 +164,8 @@ class Agent:
             self._started,
             os.getpid(),
         )
+        if self.config.containers:  # an engine away at start is retried, never a refusal
+            self.watch = self._container_watch(self.config.containers)
         self.reporter = Reporter(
             info,
             self.plane,
@@ -168,6 +175,7 @@ class Agent:
             self.backstop,
             self._dns_status,
             self.container_names,
+            self.watch,
         )
         audit = AuditTrail(self.fanout.publish_controls, self.host_name, self.container_names)
         self.commands = Commands(
@@ -178,7 +186,7 @@ class Agent:
             lambda: self.reloader.policies(),
             lambda: self.reloader.reload(),
             self.config.containers,
-            self.engine,
+            self.watch.engine if self.watch else None,
             stack,
             self.backstop,
             audit,
@@ -200,14 +208,8 @@ class Agent:
         self.control = control.ControlServer(opts.control_socket, self.commands)
         stack.callback(self.control.close)
         self._spawn("pump", lambda: self.pump.run(self.stop_event))
-        if self.engine and self.config.containers:
-            watch = ContainerWatch(
-                self.engine,
-                self.config.containers,
-                lambda target, c, why: self.commands.enroll(target, Actor.agent(why), None, c),
-                lambda cgroup_id, why: self.commands.unenroll(cgroup_id, Actor.agent(why)),
-                self.enforcer.enrolled,
-            )
+        if self.watch:
+            watch = self.watch
             self._spawn("containers", lambda: watch.run(self.stop_event))
         self._up.set()
 
@@ -216,12 +218,37 @@ class Agent:
         ids = [e.container_id for e in self.enforcer.enrolled() if e.container_id]
         if not ids or self.backstop.why_not is not None:
             return
-        engine = self.engine or Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+        spec = self.config.containers
+        try:
+            engine = Engine(
+                spec.engine if spec else os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+            )
+        except EngineError as exc:  # degraded, not a refusal: the watch covers them later
+            log.warning("backstop not recovered now: %s", exc)
+            return
         try:
             self.backstop.recover(ids, engine.find)
         finally:
-            if engine is not self.engine:
-                engine.close()
+            engine.close()
+
+    def _container_watch(self, spec: Containers) -> ContainerWatch:
+        # Bound late: the watcher starts only after the commands exist.
+        ops = Ops(
+            lambda target, c, why: self.commands.enroll(target, Actor.agent(why), None, c),
+            lambda cgroup_id, why: self.commands.unenroll(cgroup_id, Actor.agent(why)),
+            self.enforcer.enrolled,
+            lambda name, expected: self.commands.expect(name, expected),
+            lambda name: self.commands.unexpect(name),
+            self.enforcer.expected,
+        )
+        mkdir = self.plane.tracing.get("nl_cgroup_mkdir", "not loaded")
+        return ContainerWatch(
+            spec,
+            ops,
+            lambda: set(self.policies.named()),
+            None if mkdir == "attached" else mkdir,
+            self.plane.scope.path,
+        )
 
     def _pipeline(self, sinks: Sequence[Sink]) -> Pump:
         """ring -> decoder -> enrichers -> fan-out -> sinks, not yet running."""
@@ -248,7 +275,15 @@ class Agent:
         restored = self.dns.load(self._dns_state(), boot_ns())
         if restored:
             log.info("DNS cache: %d live entries restored from %s", restored, self._dns_state())
-        enrichers: list[Enricher] = [AttributionEnricher(labels, self.container_names), self.dns]
+
+        def flags(container_id: str) -> ContainerFlags | None:
+            return self.watch.flags(container_id) if self.watch else None
+
+        enrichers: list[Enricher] = [
+            AttributionEnricher(labels, flags, self.container_names),
+            self.dns,
+            ProcessEnricher(),
+        ]
         return Pump(
             reader,
             decoder,

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import docker
 import docker.errors
 import docker.models.containers
 
-from netlogger.errors import UsageError
+from netlogger.errors import EngineError, UsageError
 from netlogger.kernel import cgroup
 from netlogger.kernel.mounts import Mount
 
 log = logging.getLogger("netlogger.containers")
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+# The lifecycle events the watcher follows; each only says "look at this container again".
+EVENTS = ("create", "start", "die", "destroy")
 AGENT_LABEL = "dev.clawker.agent"
 PROJECT_LABEL = "dev.clawker.project"
 
@@ -57,6 +60,47 @@ def cgroup_of(pid: int, mount: Mount | None = None, proc: Path = Path("/proc")) 
     raise UsageError(f"process {pid} has no cgroup v2 directory visible from here")
 
 
+def systemd_slice_dir(unit: str) -> PurePosixPath:
+    """Where systemd puts a slice: `a-b.slice` lives in `a.slice/a-b.slice`."""
+    stem = unit.removesuffix(".slice")
+    if stem in ("", "-"):
+        return PurePosixPath()
+    parts = stem.split("-")
+    return PurePosixPath(*["-".join(parts[: i + 1]) + ".slice" for i in range(len(parts))])
+
+
+def cgroup_name(container_id: str, driver: str) -> str:
+    """The name of the cgroup directory the engine will make for a container."""
+    return f"docker-{container_id}.scope" if driver == "systemd" else container_id
+
+
+def expected_cgroup(attrs: dict[str, Any], driver: str, mount: Mount) -> tuple[str, Path]:
+    """The name and path of the cgroup v2 directory the engine will make for a container.
+
+    Docker's cgroupfs driver makes `<--cgroup-parent or /docker>/<id>`, its systemd
+    driver `<slice or system.slice>/docker-<id>.scope`.
+    """
+    name = cgroup_name(attrs["Id"], driver)
+    parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or "")
+    if driver == "systemd":
+        where = systemd_slice_dir(parent or "system.slice")
+    else:
+        where = PurePosixPath((parent or "/docker").lstrip("/"))
+    inside = PurePosixPath("/", where)
+    relative = inside.relative_to(mount.root) if inside.is_relative_to(mount.root) else where
+    return name, mount.path / relative / name
+
+
+def container_of(attrs: dict[str, Any]) -> Container:
+    """A running container, from its `docker inspect` attributes."""
+    pid = int((attrs.get("State") or {}).get("Pid") or 0)
+    name = str(attrs.get("Name", "")).lstrip("/")
+    if not pid:
+        raise UsageError(f"container {name} ({attrs['Id'][:12]}) is not running")
+    labels = dict((attrs.get("Config") or {}).get("Labels") or {})
+    return Container(attrs["Id"], name, pid, cgroup_of(pid), labels)
+
+
 class Engine:
     """A Docker engine, by URL (unix:///var/run/docker.sock, tcp://...)."""
 
@@ -65,69 +109,76 @@ class Engine:
         try:
             self._client = docker.DockerClient(base_url=url, timeout=10)
         except docker.errors.DockerException:
-            raise UsageError(
+            raise EngineError(
                 f"cannot reach the Docker engine at {url}; is dockerd running? "
                 "(set `containers.engine` in the config)"
             ) from None
 
-    def _container(self, obj: docker.models.containers.Container) -> Container:
-        pid = int(obj.attrs["State"]["Pid"])
-        if not pid:
-            raise UsageError(f"container {obj.name} ({obj.short_id}) is not running")
-        assert obj.id is not None and obj.name is not None  # an inspected container has both
-        return Container(obj.id, obj.name, pid, cgroup_of(pid), dict(obj.labels))
-
     def find(self, ref: str) -> Container:
         try:
-            return self._container(self._client.containers.get(ref))
+            return container_of(self._client.containers.get(ref).attrs)
         except docker.errors.NotFound:
             raise UsageError(f"no container {ref!r} on the Docker engine at {self.url}") from None
         except docker.errors.DockerException as exc:
             raise UsageError(f"Docker engine at {self.url}: {exc}") from None
 
-    def running(self, label: str) -> list[Container]:
-        found = []
-        for obj in self._client.containers.list(filters={"label": label}):
-            try:
-                found.append(self._container(obj))
-            except (UsageError, FileNotFoundError) as exc:  # exited between list and inspect
-                log.info("skipping container %s: %s", obj.short_id, exc)
-        return found
+    def inspect(self, ref: str) -> dict[str, Any] | None:
+        """`docker inspect`, or None when the engine has no such container (any more)."""
+        try:
+            return dict(self._client.api.inspect_container(ref))
+        except docker.errors.NotFound:
+            return None
 
-    def watch(
-        self,
-        label: str,
-        started: Callable[[Container], None],
-        stopped: Callable[[str], None],
-        stop: threading.Event,
-    ) -> None:
-        """Call `started`/`stopped` for labelled containers until `stop` is set."""
+    def selected(self, label: str) -> list[dict[str, Any]]:
+        """Every container carrying `label`, running or not, as `docker inspect` shows it."""
+        return [c.attrs for c in self._client.containers.list(all=True, filters={"label": label})]
+
+    def cgroup_driver(self) -> str:
+        return str(self._client.info().get("CgroupDriver", "cgroupfs"))
+
+    def events(
+        self, label: str, stop: threading.Event
+    ) -> Iterator[tuple[str, str, dict[str, str]]]:
+        """(action, container id, attributes: its labels, name and image) of labelled
+        containers' lifecycle events, until `stop`.
+
+        The stream is opened before this returns, so nothing that happens after
+        the call is missed by a caller that lists containers before iterating.
+        """
         # The event stream is quiet for long stretches: it gets a client without a read timeout.
         # None reaches requests as "no timeout"; types-docker declares the parameter int only.
         listener = docker.DockerClient(base_url=self.url, timeout=None)  # type: ignore[arg-type]  # see above
-        events = listener.events(
-            decode=True, filters={"type": "container", "event": ["start", "die"], "label": label}
-        )
+        try:
+            stream = listener.events(
+                decode=True,
+                filters={"type": "container", "event": list(EVENTS), "label": label},
+            )
+        except BaseException:
+            listener.close()
+            raise
 
         def close_on_stop() -> None:
             stop.wait()
-            events.close()
+            stream.close()
 
         threading.Thread(target=close_on_stop, daemon=True).start()
-        try:
-            for event in events:
-                if stop.is_set():
-                    break
-                ref = event.get("id") or event.get("Actor", {}).get("ID", "")
-                try:
-                    if event.get("Action") == "start":
-                        started(self.find(ref))
-                    else:
-                        stopped(ref)
-                except Exception as exc:  # one odd container must not end the watch
-                    log.warning("container %s: %s", ref[:12], exc)
-        finally:
-            listener.close()
+
+        def follow() -> Iterator[tuple[str, str, dict[str, str]]]:
+            try:
+                for event in stream:
+                    if stop.is_set():
+                        break
+                    actor = event.get("Actor") or {}
+                    ref = event.get("id") or actor.get("ID", "")
+                    yield (
+                        str(event.get("Action", "")),
+                        str(ref),
+                        dict(actor.get("Attributes") or {}),
+                    )
+            finally:
+                listener.close()
+
+        return follow()
 
     def close(self) -> None:
         self._client.close()

@@ -112,6 +112,24 @@ def _layers() -> list[Check]:
     return [Check(c.name, c.status, c.detail) for c in coverage.layer_checks(layers)]
 
 
+MKDIR_REFUSED = (
+    "refused by this kernel: containers are enrolled at the engine's start event "
+    "instead, so a new container's first connects can go out before enforcement"
+)
+
+
+def _cgroup_mkdir() -> Check:
+    name = "cgroup_mkdir program"
+    if features.CGROUP_MKDIR.probe():
+        return Check(
+            name,
+            "ok",
+            "tp_btf/cgroup_mkdir loads and attaches: selected containers are enrolled "
+            "by the kernel when their cgroup is made, before their first instruction",
+        )
+    return Check(name, "warn", MKDIR_REFUSED)
+
+
 def _trial() -> Check:
     try:
         with sandbox.cgroup(cgroup.root(), f"netlogger-doctor-{uuid.uuid4().hex[:8]}") as cg:
@@ -156,6 +174,7 @@ def run_checks() -> list[Check]:
         _bpffs(),
         _btf(),
         *_features(),
+        _cgroup_mkdir(),
     ]
     if os.geteuid() == 0 or not privileges.missing():
         checks.append(_trial())

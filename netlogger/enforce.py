@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from netlogger.errors import UsageError
@@ -45,6 +46,7 @@ class Target:
     project: str = ""
     container_id: str = ""
     container_name: str = ""  # the engine's name; records and the audit trail show it
+    from_engine: bool = False  # who it is came from the container engine
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,21 @@ class Enrolled:
     seq: int
     throttled: int
     ringbuf_lost: int
+    source: str  # static / engine: who said who it is
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A cgroup the engine is about to make, and who will run in it."""
+
+    # Where the cgroup directory is expected, for people (the kernel matches the name);
+    # None: not known yet, and the entry the kernel makes has no path until the agent's.
+    path: Path | None
+    policy: str = "default"
+    mode: str | None = None
+    agent: str = ""
+    project: str = ""
+    container_id: str = ""
 
 
 def _text(value: str, field: Any, name: str) -> bytes:
@@ -71,6 +88,23 @@ def _text(value: str, field: Any, name: str) -> bytes:
     if len(raw) > limit:
         raise UsageError(f"{name} {value!r} is longer than {limit} bytes")
     return raw
+
+
+def _labels(who: Target | Expected, path: Path | None, level: int) -> abi.Labels:
+    from_engine = isinstance(who, Expected) or who.from_engine
+    return abi.Labels(
+        level=level,
+        source=abi.Source.ENGINE if from_engine else abi.Source.STATIC,
+        policy=_text(who.policy, abi.Labels.policy, "policy name"),
+        agent=_text(who.agent, abi.Labels.agent, "agent"),
+        project=_text(who.project, abi.Labels.project, "project"),
+        container_id=_text(who.container_id, abi.Labels.container_id, "container id"),
+        path=_text(str(path) if path else "", abi.Labels.path, "cgroup path"),
+    )
+
+
+def _pending_key(name: str) -> abi.PendingKey:
+    return abi.PendingKey(_text(name, abi.PendingKey.name, "cgroup name"))
 
 
 @contextmanager
@@ -181,22 +215,21 @@ class Enforcer:
         """Refuse `target` as `enroll` would under `policies`, writing nothing."""
         self._entry(target, policies or self.policies)
 
-    def _entry(self, target: Target, policies: PolicySet) -> tuple[abi.Labels, abi.Enrollment]:
-        compiled = policies.policies.get(target.policy)
+    def _enrollment(
+        self, policy: str, mode: str | None, policies: PolicySet | None = None
+    ) -> abi.Enrollment:
+        policies = policies or self.policies
+        compiled = policies.policies.get(policy)
         if compiled is None:
-            known = ", ".join(sorted(policies.policies)) or "none"
-            raise UsageError(f"no policy named {target.policy!r} (known: {known})")
-        if target.mode is not None and target.mode not in _MODES:
-            raise UsageError(f"mode {target.mode!r} is not one of: enforce, audit")
-        mode = _MODES[target.mode] if target.mode else compiled.mode
-        labels = abi.Labels(
-            level=target.cgroup.level,
-            policy=_text(target.policy, abi.Labels.policy, "policy name"),
-            agent=_text(target.agent, abi.Labels.agent, "agent"),
-            project=_text(target.project, abi.Labels.project, "project"),
-            container_id=_text(target.container_id, abi.Labels.container_id, "container id"),
-            path=_text(str(target.cgroup.path), abi.Labels.path, "cgroup path"),
-        )
+            known = ", ".join(sorted(policies.named())) or "none"
+            raise UsageError(f"no policy named {policy!r} (known: {known})")
+        if mode is not None and mode not in _MODES:
+            raise UsageError(f"mode {mode!r} is not one of: enforce, audit")
+        return abi.Enrollment(0, compiled.id, _MODES[mode] if mode else compiled.mode)
+
+    def _entry(self, target: Target, policies: PolicySet) -> tuple[abi.Labels, abi.Enrollment]:
+        enrollment = self._enrollment(target.policy, target.mode, policies)
+        labels = _labels(target, target.cgroup.path, target.cgroup.level)
         scope = self.plane.scope.path
         if target.cgroup.path != scope and scope not in target.cgroup.path.parents:
             raise UsageError(
@@ -205,7 +238,7 @@ class Enforcer:
             )
         if target.cgroup.level >= abi.MAX_LEVELS:
             raise UsageError(f"{target.cgroup.path} is deeper than {abi.MAX_LEVELS} levels")
-        return labels, abi.Enrollment(0, compiled.id, mode)
+        return labels, enrollment
 
     def enroll(self, target: Target) -> Enrolled:
         labels, enrollment = self._entry(target, self.policies)
@@ -224,6 +257,25 @@ class Enforcer:
             undo.append((p.levels, 0, p.levels.lookup(0)))
             self._update_levels()
         return self.get(cg)
+
+    def expect(self, name: str, target: Expected) -> None:
+        """Have the kernel enroll the cgroup v2 directory `name` below the scope when it is made.
+
+        The cgroup_mkdir program consumes nothing: the entry stays, so a restarted
+        container's new cgroup is enrolled the same way, until `unexpect`.
+        """
+        labels = _labels(target, target.path, 0)  # the kernel sets the level
+        enrollment = self._enrollment(target.policy, target.mode)
+        key = _pending_key(name)
+        old = self.plane.pending.lookup(key)  # keeps what the kernel counted
+        done = (old.cgroup_id, old.enrolled) if old is not None else (0, 0)
+        self.plane.pending.update(key, abi.Pending(self.plane.scope.id, *done, enrollment, labels))
+
+    def unexpect(self, name: str) -> None:
+        self.plane.pending.delete(_pending_key(name))
+
+    def expected(self) -> dict[str, abi.Pending]:
+        return {k.name.decode(): v for k, v in self.plane.pending.items()}
 
     def unenroll(self, cgroup_id: int) -> Enrolled:
         """Stop governing the cgroup; its state is retired, so its sequence goes on."""
@@ -246,10 +298,16 @@ class Enforcer:
         """Ids of enrolled or retired cgroups whose cgroup no longer exists."""
         out = []
         for cg, labels in self.plane.labels.items():
-            try:
-                alive = os.stat(labels.path.decode()).st_ino == cg
-            except OSError:
-                alive = False
+            path = labels.path.decode()
+            if not path:
+                # Made by the cgroup_mkdir program before the agent knew the path: the
+                # container watch writes it (or unenrolls) at the start event.
+                alive = self.plane.enrollments.lookup(cg) is not None
+            else:
+                try:
+                    alive = os.stat(path).st_ino == cg
+                except OSError:
+                    alive = False
             if not alive:
                 out.append(cg)
         return out
@@ -273,12 +331,15 @@ class Enforcer:
         return self.get(cgroup_id)
 
     def _update_levels(self) -> None:
-        mask = 0
-        for cg, _ in self.plane.enrollments.items():
-            labels = self.plane.labels.lookup(cg)
-            if labels is not None:
-                mask |= 1 << labels.level
-        self.plane.levels.update(0, abi.Levels(mask))
+        # The cgroup_mkdir program may add a level between our read and our write:
+        # a second pass puts back any bit the write took away.
+        for _ in range(2):
+            mask = 0
+            for cg, _ in self.plane.enrollments.items():
+                labels = self.plane.labels.lookup(cg)
+                if labels is not None:
+                    mask |= 1 << labels.level
+            self.plane.levels.update(0, abi.Levels(mask))
 
     # -- reading ----------------------------------------------------------
 
@@ -312,6 +373,7 @@ class Enforcer:
                 state.seq,
                 state.throttled,
                 state.ringbuf_lost,
+                abi.Source(labels.source).name.lower(),
             )
 
 

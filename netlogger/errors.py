@@ -12,6 +12,7 @@
     │   └── MapError                a map operation failed
     ├── NotSupportedError           the kernel lacks a feature; names it and the minimum kernel
     ├── StateError                  pinned state that cannot be reused or migrated
+    ├── EngineError                 the container engine cannot be reached (the agent retries)
     └── AgentError                  the running agent is absent, busy, or said no
 
 Exit codes: 2 for what the caller can fix by asking differently (usage,
@@ -109,6 +110,10 @@ class NotSupportedError(NetloggerError):
 
 
 class StateError(NetloggerError):
+    pass
+
+
+class EngineError(NetloggerError):
     pass
 
 

@@ -31,6 +31,8 @@ class Snapshot:
     ring_pending_bytes: int
     ring_size_bytes: int
     subscribers: int
+    engine_up: int | None = None  # None: no container engine configured
+    containers_flagged: int = 0  # selected containers that can get around enforcement
 
 
 class _Collector:
@@ -105,6 +107,21 @@ class _Collector:
         yield GaugeMetricFamily(
             "netlogger_tail_subscribers", "Connected tail clients", value=s.subscribers
         )
+        if s.engine_up is not None:
+            yield GaugeMetricFamily(
+                "netlogger_engine_up", "1 while the container engine answers", value=s.engine_up
+            )
+            yield GaugeMetricFamily(
+                "netlogger_attribution_degraded",
+                "1 while records are attributed from pinned labels and cgroup paths only "
+                "(the container engine is unreachable)",
+                value=1 - s.engine_up,
+            )
+            yield GaugeMetricFamily(
+                "netlogger_containers_flagged",
+                "Selected containers that can get around enforcement (see status)",
+                value=s.containers_flagged,
+            )
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from netlogger import __version__, coverage, privileges, resolvers
 from netlogger.backstop import Backstop
+from netlogger.container_watch import ContainerWatch
 from netlogger.enforce import Enforcer, Enrolled
 from netlogger.errors import KernelError
 from netlogger.kernel import cgroup
@@ -85,10 +86,12 @@ class Reporter:
         backstop: Backstop,
         dns: Callable[[], dict[str, Any]] = dict,
         names: Mapping[str, str] | None = None,
+        watch: ContainerWatch | None = None,
     ) -> None:
         self.info = info
         self.backstop = backstop
         self.names = names if names is not None else {}  # container id -> name
+        self.watch = watch
         self.plane = plane
         self.enforcer = enforcer
         self.pump = pump
@@ -112,6 +115,9 @@ class Reporter:
         item["veths"] = veths
         item["layers"] = coverage.covering(layers, is_container, veths)
         item["open"] = coverage.open_holes(layers, is_container, veths)
+        flags = self.watch.flags(entry.container_id) if self.watch else None
+        item["escape"] = flags.escape if flags else None
+        item["policy_reason"] = flags.policy_reason if flags else None
         return item
 
     def status(self) -> dict[str, Any]:
@@ -119,6 +125,7 @@ class Reporter:
         layers = self.plane.layers
         enrolled = [self.entry(e) for e in self.enforcer.enrolled()]
         states = self._sink_states()
+        containers = self.watch.status() if self.watch else None
         return {
             "agent": {
                 "pid": info.pid,
@@ -152,7 +159,11 @@ class Reporter:
             ],
             "tail_subscribers": self.fanout.subscribers(),
             "layers": layers,
-            "notes": coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
+            "containers": containers,
+            "notes": [
+                *coverage.notes(layers, self.plane.scope.path, cgroup.root().path),
+                *(containers["notes"] if containers else []),
+            ],
         }
 
     def snapshot(self) -> Snapshot:
@@ -172,4 +183,14 @@ class Reporter:
             ring_pending_bytes=self.pump.reader.pending_bytes(),
             ring_size_bytes=self.plane.ring_bytes,
             subscribers=self.fanout.subscribers(),
+            **self._container_metrics(),
         )
+
+    def _container_metrics(self) -> dict[str, int]:
+        if self.watch is None:
+            return {}
+        containers = self.watch.status()["containers"]
+        return {
+            "engine_up": int(self.watch.state == "connected"),
+            "containers_flagged": sum(1 for c in containers if c["escapes"]),
+        }

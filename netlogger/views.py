@@ -121,6 +121,12 @@ def dns_line(dns: dict[str, Any]) -> str:
     )
 
 
+def _labelled(label: str, text: str, wide: bool) -> list[str]:
+    """`text` under its label in the status column, wrapped to WIDTH unless `wide`."""
+    lines = [text] if wide else textwrap.wrap(text, WIDTH - 9)
+    return [f"{label if i == 0 else '':<9}{line}" for i, line in enumerate(lines)]
+
+
 def status_text(status: dict[str, Any], wide: bool = False) -> str:
     """The `status` report: fits WIDTH columns, or everything in full when `wide`."""
     a = status["agent"]
@@ -176,7 +182,14 @@ def status_text(status: dict[str, Any], wide: bool = False) -> str:
         ),
     ]
     parts += ["", f"tail     {status['tail_subscribers']} client(s) connected"]
+    c = status.get("containers")
+    if c:
+        engine = (
+            f"{c['engine']}: {c['state']} since {c['since']}, cgroup driver "
+            f"{c['cgroup_driver']}, containers enrolled at {c['enrolled_at']}, "
+            f"attribution {c['attribution']}"
+        )
+        parts += _labelled("engine", engine, wide)
     for note in status["notes"]:
-        lines = [note] if wide else textwrap.wrap(note, WIDTH - 9)
-        parts += [f"{'note' if i == 0 else '':<9}{line}" for i, line in enumerate(lines)]
+        parts += _labelled("note", note, wide)
     return "\n".join(parts)

@@ -278,7 +278,7 @@ def _values(config: Config, policies: PolicySet) -> list[Located]:
             problems.append((("metrics",), str(exc)))
     for i, sink in enumerate(config.sinks):
         problems += _sink(i, sink, Path(config.state_dir))
-    known = ", ".join(sorted(policies.policies)) or "none defined"
+    known = ", ".join(sorted(policies.named())) or "none defined"
     for i, enrollment in enumerate(config.enroll):
         problems += _cgroup(("enroll", i, "cgroup"), enrollment.cgroup)
         if enrollment.policy not in policies.policies:

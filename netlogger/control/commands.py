@@ -26,7 +26,7 @@ from netlogger.config.model import Containers
 from netlogger.container_watch import container_target
 from netlogger.containers import DEFAULT_ENGINE, Container, Engine
 from netlogger.control.server import Peer
-from netlogger.enforce import Enforcer, Enrolled, Target
+from netlogger.enforce import Enforcer, Enrolled, Expected, Target
 from netlogger.errors import NetloggerError, UsageError
 from netlogger.kernel import cgroup
 from netlogger.pipeline.fanout import Fanout
@@ -46,13 +46,15 @@ class Commands:
         policies: Callable[[], dict[str, Any]],
         reload: Callable[[], dict[str, Any]],
         containers: Containers | None,
-        engine: Engine | None,
+        engine: Callable[[], Engine] | None,
         stack: ExitStack,
         backstop: Backstop,
         audit: AuditTrail,
         names: dict[str, str],
         view: Callable[[Enrolled], dict[str, Any]],
     ) -> None:
+        """`engine`: the container watch's (connected) engine; None: $DOCKER_HOST's, opened
+        when a request first names a container."""
         self.enforcer = enforcer
         self.backstop = backstop
         self.pump = pump
@@ -61,7 +63,8 @@ class Commands:
         self._policies = policies
         self._reload = reload
         self._containers = containers
-        self._engine = engine
+        self._watch_engine = engine
+        self._engine: Engine | None = None
         self._stack = stack  # closes what this opens, when the agent stops
         # One enforcement change at a time; reentrant, so a reload enrolls inside its own.
         self.changing = threading.RLock()
@@ -69,6 +72,10 @@ class Commands:
         # container id -> name, kept past unenroll (a record in flight may still need it)
         self._names = names
         self._entry_view = view  # the one view of an entry (status.Reporter.entry)
+        # Entries the trail accounts for: pinned before this agent, or enrolled through it.
+        # Any other was made by the kernel at a container's cgroup_mkdir, and the watcher's
+        # enroll at the start event is that enrollment's record (nothing before it).
+        self._accounted = {e.cgroup_id for e in enforcer.enrolled()}
 
     # -- enforcement changes, for requests, the container watcher and housekeeping -------
 
@@ -84,6 +91,7 @@ class Commands:
         asked = asked or _target_text(target)
         with self.changing:
             before = self._current(target.cgroup.id)
+            recorded = before if target.cgroup.id in self._accounted else None
             try:
                 entry = self.enforcer.enroll(target)
             except NetloggerError as exc:
@@ -91,11 +99,12 @@ class Commands:
                 raise
             if target.container_id and target.container_name:
                 self._names[target.container_id] = target.container_name
+            self._accounted.add(entry.cgroup_id)
             self.pump.forget(entry.cgroup_id)
             if container is not None:
                 self.backstop.cover(container)
             self._audit.record(
-                Action("enroll", actor, asked, before, entry, container_name=container_name)
+                Action("enroll", actor, asked, recorded, entry, container_name=container_name)
             )
             return entry
 
@@ -113,6 +122,7 @@ class Commands:
             if before.container_id:
                 self.backstop.detach(before.container_id)
             entry = self.enforcer.unenroll(cgroup_id)
+            self._accounted.discard(cgroup_id)
             self.pump.forget(cgroup_id)
             self._audit.record(Action("unenroll", actor, target, before, None))
             return entry
@@ -126,6 +136,7 @@ class Commands:
             before = self._current(cgroup_id)
             self.pump.report_losses(only=cgroup_id)
             self.enforcer.forget(cgroup_id)
+            self._accounted.discard(cgroup_id)
             self.pump.forget(cgroup_id)
             self.pump.losses.forget(cgroup_id)
             if before is not None:
@@ -188,6 +199,14 @@ class Commands:
             )
         )
 
+    def expect(self, name: str, expected: Expected) -> None:
+        with self.changing:
+            self.enforcer.expect(name, expected)
+
+    def unexpect(self, name: str) -> None:
+        with self.changing:
+            self.enforcer.unexpect(name)
+
     # -- requests ----------------------------------------------------------------------
 
     def _resolve(self, request: dict[str, Any]) -> tuple[cgroup.Cgroup, Container | None]:
@@ -196,10 +215,14 @@ class Commands:
             raise UsageError("name exactly one target: --cgroup PATH or --container ID")
         if path:
             return cgroup.resolve(path), None
-        if self._engine is None:  # no watcher: find containers where $DOCKER_HOST says
-            self._engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
-            self._stack.callback(self._engine.close)
-        container = self._engine.find(str(ref))
+        if self._watch_engine is not None:
+            engine = self._watch_engine()
+        else:  # no watcher: find containers where $DOCKER_HOST says
+            if self._engine is None:
+                self._engine = Engine(os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE)
+                self._stack.callback(self._engine.close)
+            engine = self._engine
+        container = engine.find(str(ref))
         return cgroup.resolve(container.cgroup), container
 
     def _target(
@@ -208,7 +231,9 @@ class Commands:
         mode, agent, project = request.get("mode"), request.get("agent"), request.get("project")
         if container is None:
             return Target(cg, request.get("policy") or "default", mode, agent or "", project or "")
-        chosen = container_target(self._containers, container, request.get("policy"))
+        chosen = container_target(
+            self._containers, container, request.get("policy"), set(self.enforcer.policies.named())
+        )
         return Target(
             chosen.cgroup,
             chosen.policy,
@@ -217,6 +242,7 @@ class Commands:
             project or chosen.project,
             chosen.container_id,
             chosen.container_name,
+            from_engine=True,
         )
 
     def handle(self, request: dict[str, Any], peer: Peer) -> Any:

@@ -25,6 +25,7 @@ DNS_SLOTS = 4
 DNS_ADDRS_MAX = 4096
 DNS_QUERIES_MAX = 1024
 DNS_SCRATCH_BYTES = 4608
+CGROUP_NAME_LEN = 128
 
 
 class Family(enum.IntEnum):
@@ -122,6 +123,11 @@ class DnsFlag(enum.IntFlag):
     TRUNCATED = 1 << 2
 
 
+class Source(enum.IntEnum):
+    STATIC = 0
+    ENGINE = 1
+
+
 # The C enum each Python enum mirrors, and the prefix its member names carry.
 ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_family": (Family, "NL_FAMILY_"),
@@ -137,6 +143,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_policy_flag": (PolicyFlag, "NL_POLICY_"),
     "nl_dns_verdict": (DnsVerdict, "NL_DNS_"),
     "nl_dns_flag": (DnsFlag, "NL_DNS_FLAG_"),
+    "nl_source": (Source, "NL_SOURCE_"),
 }
 
 
@@ -236,12 +243,27 @@ class Levels(ctypes.Structure):
 class Labels(ctypes.Structure):
     _fields_ = [
         ("level", u32),
-        ("pad", u32),
+        ("source", u8),
+        ("pad", u8 * 3),
         ("policy", ctypes.c_char * 32),
         ("agent", ctypes.c_char * 64),
         ("project", ctypes.c_char * 64),
         ("container_id", ctypes.c_char * 72),
         ("path", ctypes.c_char * 256),
+    ]
+
+
+class PendingKey(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * CGROUP_NAME_LEN)]
+
+
+class Pending(ctypes.Structure):
+    _fields_ = [
+        ("scope_id", u64),
+        ("cgroup_id", u64),
+        ("enrolled", u64),
+        ("enrollment", Enrollment),
+        ("labels", Labels),
     ]
 
 
@@ -350,6 +372,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "nl_resolver_key": ResolverKey,
     "nl_levels": Levels,
     "nl_labels": Labels,
+    "nl_pending_key": PendingKey,
+    "nl_pending": Pending,
     "nl_reported": Reported,
     "nl_meta": Meta,
     "nl_config": Config,

@@ -35,10 +35,11 @@ from netlogger.kernel import libbpf
 from netlogger.kernel.spec import AttachType
 
 PROG_SCHED_CLS, PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 3, 8, 9, 18
-PROG_LSM = 29
+PROG_LSM, PROG_TRACING = 29, 26
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LRU_HASH, MAP_LPM_TRIE = 1, 2, 6, 9, 11
 MAP_HASH_OF_MAPS, MAP_RINGBUF = 13, 27
 ATTACH_CGROUP_INET_INGRESS = AttachType.CGROUP_INET_INGRESS
+ATTACH_TRACE_RAW_TP = AttachType.TRACE_RAW_TP
 ATTACH_INET_SOCK_CREATE = AttachType.CGROUP_INET_SOCK_CREATE
 ATTACH_INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 BPF_F_RDONLY_PROG = 1 << 7
@@ -75,6 +76,7 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 # The few eBPF instructions the probes need (encodings from linux/bpf.h).
 _R0_1 = _insn(0xB7, dst=0, imm=1)  # r0 = 1 (a cgroup program's "allow")
+_R0_0 = _insn(0xB7, dst=0, imm=0)
 _EXIT = _insn(0x95)
 
 
@@ -195,6 +197,39 @@ def _rodata_map() -> bool:
     return False
 
 
+def _tp_btf(tracepoint: str) -> Callable[[], bool]:
+    """A BTF-typed raw tracepoint program on `tracepoint` loads and attaches.
+
+    It is attached for a moment (it does nothing) and detached again. Refusal
+    means "absent" whatever the errno: some kernels refuse tracing programs
+    with EPERM even to root, so EPERM here is not a missing capability.
+    """
+
+    def probe() -> bool:
+        btf_id = libbpf.libbpf_find_vmlinux_btf_id(tracepoint.encode(), ATTACH_TRACE_RAW_TP)
+        if btf_id < 0:
+            return False
+        opts = libbpf.ProgLoadOpts(
+            sz=ctypes.sizeof(libbpf.ProgLoadOpts),
+            expected_attach_type=ATTACH_TRACE_RAW_TP,
+            attach_btf_id=btf_id,
+        )
+        code = _R0_0 + _EXIT
+        fd = libbpf.bpf_prog_load(PROG_TRACING, None, b"GPL", code, 2, ctypes.byref(opts))
+        if fd < 0:
+            return False
+        try:
+            link = libbpf.bpf_raw_tracepoint_open(None, fd)
+            if link < 0:
+                return False
+            os.close(link)
+            return True
+        finally:
+            os.close(fd)
+
+    return probe
+
+
 # (helper id, name, release) of every helper the programs call. The release is
 # when the helper became callable from cgroup socket programs, as far as known;
 # the matrix proves the floor the README states.
@@ -255,6 +290,12 @@ FEATURES: list[Feature] = [
         for helper_id, name, since in HELPERS
     ],
 ]
+
+
+# Not required: without it the agent enrolls containers at the engine's start
+# event instead, and says so.
+CGROUP_MKDIR = Feature("program tp_btf/cgroup_mkdir", "5.5", _tp_btf("cgroup_mkdir"))
+OPTIONAL: list[Feature] = [CGROUP_MKDIR]
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ bpf_program__expected_attach_type = _bind("bpf_program__expected_attach_type", c
 bpf_object__next_program = _bind("bpf_object__next_program", Program, Object, Program)
 bpf_program__name = _bind("bpf_program__name", c_char_p, Program)
 bpf_program__attach_cgroup = _bind("bpf_program__attach_cgroup", Link, Program, c_int)
+bpf_program__attach = _bind("bpf_program__attach", Link, Program)
 bpf_program__set_autoload = _bind("bpf_program__set_autoload", c_int, Program, ctypes.c_bool)
 
 bpf_link__open = _bind("bpf_link__open", Link, c_char_p)
@@ -140,6 +141,8 @@ bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_voi
 bpf_map_delete_elem = _bind("bpf_map_delete_elem", c_int, c_int, c_void_p)
 bpf_map_get_fd_by_id = _bind("bpf_map_get_fd_by_id", c_int, c_uint32)
 bpf_map_get_next_key = _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
+bpf_raw_tracepoint_open = _bind("bpf_raw_tracepoint_open", c_int, c_char_p, c_int)
+libbpf_find_vmlinux_btf_id = _bind("libbpf_find_vmlinux_btf_id", c_int, c_char_p, c_uint)
 bpf_enable_stats = _bind("bpf_enable_stats", c_int, c_uint)
 
 btf__parse = _bind("btf__parse", Btf, c_char_p, c_void_p)

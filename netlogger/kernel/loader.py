@@ -30,7 +30,10 @@ from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.libbpf import Op
 from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info
 from netlogger.kernel.plane import Plane, map_fd, map_handle, program_handle
-from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS, wanted
+from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS, TRACING, wanted
+
+# The feature each tracing program needs: without it the object loads without the program.
+TRACING_FEATURES = {"nl_cgroup_mkdir": features.CGROUP_MKDIR}
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,47 @@ def _swap(plane: Plane, obj: int, name: str, path: Path) -> None:
     )
 
 
+def _choose_tracing(obj: int) -> dict[str, str]:
+    """Before load: leave out each tracing program this kernel refuses; say why."""
+    refused = {}
+    for name in TRACING:
+        if not TRACING_FEATURES[name].probe():
+            libbpf.bpf_program__set_autoload(program_handle(obj, name), False)
+            refused[name] = f"refused by this kernel ({PROGRAMS[name].section})"
+    return refused
+
+
+def _attach_tracing(plane: Plane, obj: int, refused: dict[str, str], undo: ExitStack) -> None:
+    """Attach each tracing program, then move its pin to the new link and drop the old.
+
+    Tracing links cannot swap programs in place: for a moment old and new both
+    run, which is harmless (they write the same entries), and there is no gap.
+    """
+    plane.tracing.update(refused)
+    for name in TRACING:
+        if name in refused:
+            continue
+        path = pins.link_path(plane.pin_root, name)
+        link = libbpf.call_ptr(
+            libbpf.bpf_program__attach,
+            Op.ATTACH,
+            f"attach {PROGRAMS[name].section}",
+            program_handle(obj, name),
+        )
+        plane.keep_link(link)
+        old = libbpf.bpf_link__open(bytes(path)) if path.exists() else None
+        if old:
+            path.unlink()
+        libbpf.call(libbpf.bpf_link__pin, Op.PIN, f"pin link {name} at {path}", link, bytes(path))
+        if old:
+            libbpf.bpf_link__destroy(old)  # no pin, no fd: the old program detaches
+            plane.report.swapped.append(name)
+        else:
+            undo.callback(path.unlink, missing_ok=True)
+            plane.report.attached.append(name)
+        plane.tracing[name] = "attached"
+
+
 def _scope_programs(layers: dict[str, str | None]) -> list[str]:
     """The programs this kernel takes that attach to the scope cgroup."""
     return [n for n, p in PROGRAMS.items() if p.on_scope and wanted(n, layers)]
@@ -205,6 +249,7 @@ def load(
         pinned = pins.open_maps(pin_root, fds)
         old = migrate.read_record(pinned)
         plan = migrate.plan({n: map_handle(obj, n) for n in MAPS}, pinned, old)
+        refused = _choose_tracing(obj)
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
         plane = Plane(pin_root, scope, obj, lock_fd, layers)
         plane.report = plan
@@ -217,6 +262,7 @@ def load(
         scope_fd = os.open(scope.path, os.O_RDONLY | os.O_DIRECTORY)
         fds.callback(os.close, scope_fd)
         _attach(plane, obj, scope_fd, undo)
+        _attach_tracing(plane, obj, refused, undo)
         pins.pin_maps(pin_root, {n: map_fd(obj, n) for n in MAPS}, plan.migrated, undo)
         undo.pop_all()
     return plane
@@ -230,6 +276,7 @@ def trial(cg: Cgroup, object_path: Path = OBJECT) -> list[str]:
     obj = _open_object(object_path, Settings(), layers)
     links: list[int] = []
     try:
+        _choose_tracing(obj)  # loaded if the kernel takes them, attached only by load()
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
         fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -77,6 +77,7 @@ class Plane:
         self._obj = obj
         self._lock_fd = lock_fd
         self._links: list[int] = []
+        self.tracing: dict[str, str] = {}  # tracing program -> "attached" or why not
 
         def typed(name: str) -> BpfMap[Any, Any]:
             return BpfMap(name, map_fd(obj, name), MAPS[name].key, MAPS[name].value)
@@ -89,6 +90,7 @@ class Plane:
         self.levels = typed("nl_levels")
         self.labels = typed("nl_labels")
         self.reported = typed("nl_reported")
+        self.pending = typed("nl_pending")
         self.meta = typed("nl_meta")
         self.veths = typed("nl_veths")
         self.cpu_loss = PerCpuArray[abi.CpuLoss](
@@ -107,6 +109,7 @@ class Plane:
             for name in PROGRAMS
             if wanted(name, layers)
         }
+        self.prog_fds = {n: fd for n, fd in self.prog_fds.items() if fd >= 0}  # loaded ones
 
     def keep_link(self, link: int) -> None:
         """Hold our handle of a link until close (the pinned link outlives it)."""

@@ -37,6 +37,7 @@ class AttachType(enum.IntEnum):
     CGROUP_UDP4_SENDMSG = 14
     CGROUP_UDP6_SENDMSG = 15
     LSM_CGROUP = 43
+    TRACE_RAW_TP = 23  # tp_btf: a BTF-typed tracepoint, attached to no cgroup
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ MAPS: dict[str, MapSpec] = {
     "nl_levels": MapSpec(u32, abi.Levels, carry=True),
     "nl_labels": MapSpec(u64, abi.Labels, carry=True),
     "nl_reported": MapSpec(u64, abi.Reported, carry=True),
+    "nl_pending": MapSpec(abi.PendingKey, abi.Pending, carry=True),
     "nl_meta": MapSpec(u32, abi.Meta, carry=False),
     "nl_dns_events": MapSpec(None, None, carry=False),
     "nl_domains": MapSpec(abi.DomainKey, abi.Domain, carry=True),
@@ -112,8 +114,11 @@ PROGRAMS: dict[str, ProgramSpec] = {
     "nl_backstop": ProgramSpec(
         "tc", AttachType.CGROUP_INET_INGRESS, layer="backstop", on_scope=False
     ),
+    # Attached by the loader where the kernel takes it (loader.py, Plane.tracing).
+    "nl_cgroup_mkdir": ProgramSpec("tp_btf/cgroup_mkdir", AttachType.TRACE_RAW_TP, on_scope=False),
 }
 BACKSTOP = "nl_backstop"
+TRACING = [n for n, p in PROGRAMS.items() if p.attach_type == AttachType.TRACE_RAW_TP]
 
 
 def wanted(name: str, layers: dict[str, str | None]) -> bool:

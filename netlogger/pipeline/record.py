@@ -49,7 +49,7 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     gid: int
     sock_cookie: int
     host_name: str = msgspec.field(name="host.name")
-    container_id: str  # "" when unknown, and then `attribution` says why
+    container_id: str  # "" when unknown, and then `attribution` says why not
     agent: str
     project: str
     rule: str | None = None
@@ -60,7 +60,7 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     udp_connect: bool | None = None
     family: str | None = None  # socket creation and frames: inet / inet6 / packet / xdp
     ethertype: str | None = None  # frames of neither IP family: "0x88b5"
-    attribution: str | None = None
+    attribution: str | None = None  # engine / static / cgroup_path, or why it is empty
     dst_host: str | None = None  # the name the workload asked for (the question, not a CNAME)
     # DNS evidence for dst_host (enrich/dns.py): what the agent saw the workload resolve.
     dns_qname: str | None = msgspec.field(name="dns.qname", default=None)
@@ -72,6 +72,10 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
         name="dns.names_sharing_ip", default=None
     )
     container_name: str | None = None  # the engine's name for container_id, when known
+    exe: str | None = None  # the deciding process's executable, when it was still there
+    ppid: int | None = None
+    escape: str | None = None  # how the container can get around enforcement (see escape.py)
+    policy_reason: str | None = None  # unknown_policy / malformed_policy: why it allows nothing
 
 
 class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):

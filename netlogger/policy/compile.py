@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 POLICY_NAME_MAX = 31
+# Always compiled in: what a selected container whose policy cannot be had is
+# enrolled with, so a bad label fails closed. Names starting with `_` are ours.
+DENY_ALL = "_deny_all"
 _PROTOS = {"tcp": abi.Proto.TCP, "udp": abi.Proto.UDP, "any": abi.Proto.TCP | abi.Proto.UDP}
 
 
@@ -59,6 +62,10 @@ class CompiledPolicy:
 class PolicySet:
     policies: dict[str, CompiledPolicy] = field(default_factory=dict)
     rules: dict[int, RuleInfo] = field(default_factory=dict)
+
+    def named(self) -> list[str]:
+        """The policies the config defines (not the reserved ones)."""
+        return [n for n in self.policies if not n.startswith("_")]
 
     def by_id(self) -> dict[int, CompiledPolicy]:
         return {p.id: p for p in self.policies.values()}
@@ -308,7 +315,10 @@ def compile_policies(policies: dict[str, Policy]) -> tuple[PolicySet, list[Locat
     out = PolicySet()
     problems: list[Located] = []
     seen: dict[int, str] = {}
-    for name, policy in policies.items():
+    for name, policy in {**policies, DENY_ALL: Policy()}.items():
+        if name.startswith("_") and name in policies:
+            problems.append((("policies", name), "names starting with `_` are reserved"))
+            continue
         problems += _compile_one(name, policy, out)
         policy_id = out.policies[name].id
         if policy_id in seen:

@@ -96,7 +96,7 @@ def agent_policies(socket: Path) -> PolicySet:
 def decide(policies: PolicySet, name: str, dests: list[Dest]) -> list[Verdict]:
     """The programs' verdict for each destination under policy `name`, in enforce mode."""
     if name not in policies.policies:
-        known = ", ".join(sorted(policies.policies)) or "none"
+        known = ", ".join(sorted(policies.named())) or "none"
         raise UsageError(f"no policy named {name!r} (known: {known})")
     privileges.require()
     tag = uuid.uuid4().hex[:8]

@@ -84,7 +84,7 @@ def test_enroll_then_records_reach_tail_and_file(agent, scope, spawn) -> None:
             w.pid,
             "nl-workload",
         )
-        assert rec["cgroup_id"] == str(cg.id) and "attribution" not in rec
+        assert rec["cgroup_id"] == str(cg.id) and rec["attribution"] == "static"
     assert [r["seq"] for r in written] == [0, 1, 2]
 
 

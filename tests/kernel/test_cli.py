@@ -47,6 +47,8 @@ def test_doctor_reports_a_usable_host() -> None:
         "ok",
         f"available: {coverage.WHAT['backstop']}",
     )
+    mkdir = checks["cgroup_mkdir program"]
+    assert mkdir["status"] == "ok" and "enrolled by the kernel" in mkdir["detail"]
 
 
 def test_demo_shows_each_verdict_and_cleans_up() -> None:

@@ -55,9 +55,11 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
         with loader.loaded(pin_root, scope) as plane:
             hammer.join()
             assert during == {str(EPERM): 30_000}
-            assert plane.report.swapped == [
-                n for n, p in spec.PROGRAMS.items() if p.on_scope and n in plane.prog_fds
-            ]
+            assert (
+                plane.report.swapped
+                == [n for n, p in spec.PROGRAMS.items() if p.on_scope and n in plane.prog_fds]
+                + spec.TRACING
+            )
             assert set(plane.report.reused) == set(spec.MAPS)
             assert plane.report.attached == [] and plane.report.migrated == []
 

@@ -59,6 +59,7 @@ def test_constants_match_header() -> None:
         ("NL_DNS_SLOTS", abi.DNS_SLOTS),
         ("NL_DNS_ADDRS_MAX", abi.DNS_ADDRS_MAX),
         ("NL_DNS_QUERIES_MAX", abi.DNS_QUERIES_MAX),
+        ("NL_CGROUP_NAME_LEN", abi.CGROUP_NAME_LEN),
     ]:
         assert f"#define {name} {value}" in header
 

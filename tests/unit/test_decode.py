@@ -10,7 +10,6 @@ import msgspec
 
 from netlogger.kernel import abi
 from netlogger.pipeline.decode import EVENT_SIZE, Rfc3339
-from netlogger.pipeline.enrich import AttributionEnricher
 from tests.unit.ring_bytes import RingStandIn, add_test_kind, decoder, event
 
 
@@ -138,20 +137,6 @@ def test_rfc3339_formats_nanoseconds() -> None:
     assert fmt(1_795_000_000_123_456_789) == f"{second:%Y-%m-%dT%H:%M:%S}.123456789Z"
     assert fmt(1_795_000_000_000_000_001) == f"{second:%Y-%m-%dT%H:%M:%S}.000000001Z"
     assert fmt(1_795_000_001_000_000_000).endswith(f"{second.second + 1:02d}.000000000Z")
-
-
-def test_enrich_sets_attribution_or_says_why_not() -> None:
-    labels = {42: abi.Labels(agent=b"a1", project=b"p1", container_id=b"c" * 64)}
-    enricher = AttributionEnricher(labels.get)
-    rec, stray = decoder().decode_all([event(), event(cgroup_id=77)])
-    enricher.enrich([rec, stray])
-    assert (rec.agent, rec.project, rec.container_id, rec.attribution) == (
-        "a1",
-        "p1",
-        "c" * 64,
-        None,
-    )
-    assert (stray.agent, stray.attribution) == ("", "cgroup_not_enrolled")
 
 
 def test_a_ring_batch_takes_the_fast_path_with_exact_fields() -> None:

@@ -92,7 +92,7 @@ def test_ring_bytes_reach_the_sinks_decoded_and_enriched_in_order() -> None:
         if isinstance(r, Record)
     ]
     assert got == [
-        (1, "42", "denied", "a1", "p1", "c" * 64, None, "a1.example"),
+        (1, "42", "denied", "a1", "p1", "c" * 64, "static", "a1.example"),
         (3, "77", "allowed", "", "", "", "cgroup_not_enrolled", "nobody.example"),
     ]
     assert p.decoder.skipped == {"unknown_op": 1}
