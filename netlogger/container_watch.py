@@ -215,7 +215,9 @@ class ContainerWatch:
         if action == "create" and attrs is not None:
             self._expect(attrs)
         else:
-            self._reconcile(ref, attrs, "container_start" if action == "start" else "container_stop")
+            self._reconcile(
+                ref, attrs, "container_start" if action == "start" else "container_stop"
+            )
 
     def _expect_early(self, cid: str, labels: dict[str, str]) -> None:
         """The expectation from the event alone; `_expect` completes it (path, scope)."""
@@ -229,6 +231,7 @@ class ContainerWatch:
                 labels.get(AGENT_LABEL, ""),
                 labels.get(PROJECT_LABEL, ""),
                 cid,
+                labels.get("name", ""),  # the event's attributes carry the name beside labels
             ),
         )
 
@@ -261,6 +264,7 @@ class ContainerWatch:
                 labels.get(AGENT_LABEL, ""),
                 labels.get(PROJECT_LABEL, ""),
                 cid,
+                known.name,
             ),
         )
         return known

@@ -80,6 +80,7 @@ class Expected:
     agent: str = ""
     project: str = ""
     container_id: str = ""
+    container_name: str = ""  # not for the kernel: records name it from the first packet
 
 
 def _text(value: str, field: Any, name: str) -> bytes:

@@ -202,6 +202,8 @@ class Commands:
     def expect(self, name: str, expected: Expected) -> None:
         with self.changing:
             self.enforcer.expect(name, expected)
+            if expected.container_id and expected.container_name:
+                self._names[expected.container_id] = expected.container_name
 
     def unexpect(self, name: str) -> None:
         with self.changing:
