@@ -13,12 +13,12 @@ from tests.e2e.conftest import REPO, AgentProcess, netlogger
 
 STATUS_KEYS = {
     "agent", "enrolled", "records", "losses", "ring", "dns", "sinks", "tail_subscribers", "notes",
-    "layers",
+    "layers", "containers",
 }  # fmt: skip
 ENTRY_KEYS = {
     "cgroup_id", "path", "level", "policy", "mode", "bypass_left_s", "agent", "project",
     "container_id", "seq", "throttled", "ringbuf_lost", "raw_capable", "resolver_paths",
-    "veths", "layers", "open",
+    "veths", "layers", "open", "source", "escape", "policy_reason",
 }  # fmt: skip
 
 
