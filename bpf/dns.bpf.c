@@ -179,12 +179,14 @@ static __always_inline int nl_name_step(struct __sk_buff *skb, struct nl_dns_par
 	__u32 off = p->off;
 	if (off >= p->msg_len)
 		return -1;
-	__u32 n = p->msg_len - off;
+	__u32 n = p->msg_len - off; /* at least 1: off < msg_len */
 	if (n > sizeof(p->label))
 		n = sizeof(p->label);
-	NL_BOUND(n, 0x7f);
-	if (n < 1 || n > sizeof(p->label))
-		return -1;
+	/* 1..64 in the very register the helper reads: 6.1's verifier does not carry a
+	 * bound checked on a copy back to the original, and a size of 0 is refused. */
+	n -= 1;
+	NL_BOUND(n, 0x3f);
+	n += 1;
 	if (bpf_skb_load_bytes(skb, p->dns_off + off, p->label, n))
 		return -1;
 	__u8 b = p->label[0];
