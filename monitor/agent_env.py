@@ -2,7 +2,9 @@
 
 Telemetry is switched on only when the collector is running on the shared network at the
 moment the container is created: an agent exporting to an absent collector wastes time and
-Claude Code does not retry, so it is told explicitly to stay quiet instead.
+Claude Code does not retry, so it is told explicitly to stay quiet instead. Quiet means every
+setting says so: no exporter, no endpoint, no prompt or tool-detail logging beside a disabled
+switch (settings that contradict each other leave the reader guessing which one wins).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ def collector_running(stack: Stack) -> bool:
 def environment(
     mon: Monitoring, *, enabled: bool, project: str | None, agent: str | None
 ) -> dict[str, str]:
-    flag = "1" if enabled else "0"
+    if not enabled:
+        return {
+            "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
+            "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "0",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOG_TOOL_DETAILS": "0",
+            "OTEL_LOG_USER_PROMPTS": "0",
+        }
     tele = mon.telemetry
     env = {
         # Agents sit on the network, so they use the service name and the container port.
@@ -37,7 +48,7 @@ def environment(
         "OTEL_METRICS_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_TRACES_EXPORTER": "otlp",
-        "CLAUDE_CODE_ENABLE_TELEMETRY": flag,
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
         # Span export needs both flags at 1.
         "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
         "OTEL_LOG_TOOL_DETAILS": "1" if tele.log_tool_details else "0",

@@ -19,7 +19,7 @@ from monitor import agent_env as agent_env_mod
 from monitor import certs, lifecycle, paths, settings
 from monitor import status as status_mod
 from monitor.compose import Stack
-from monitor.errors import MonitorError
+from monitor.errors import DockerUnavailableError, MonitorError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,7 +159,8 @@ def down(obj: Context, volumes: bool) -> None:
 
 @cli.command(
     help="""Show each service (state, health, exit code), the bootstrap's result and the URLs.
-Exits 0 only when the whole stack is healthy.
+Exits 0 only when the whole stack is healthy. --json always prints JSON, also when
+Docker is unreachable (then `error` says why).
 
 \b
 Example:
@@ -172,11 +173,18 @@ Example:
 @_reports_errors
 def status(obj: Context, as_json: bool) -> None:
     mon = obj.monitoring()
-    stack = Stack(mon, obj.data_dir)
     try:
-        report = status_mod.build(mon, stack.states())
-    finally:
-        stack.close()
+        stack = Stack(mon, obj.data_dir)
+        try:
+            report = status_mod.build(mon, stack.states())
+        finally:
+            stack.close()
+    except DockerUnavailableError as exc:
+        if not as_json:
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+        click.echo(json.dumps(status_mod.unreachable(mon, reason), indent=2))
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -2,6 +2,8 @@
 
 `up`: render -> ports distinct and free (before Docker is asked to change anything) ->
 network -> `docker compose up -d` -> bounded wait, one line per service as it gets ready.
+A failure after the network exists says what it left behind and how to remove it; one that
+looks like an image pull says how to bring images to a host without registry access.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from monitor import ports, render
+from monitor import images, ports, render
 from monitor import services as svc
 from monitor.compose import ServiceState, Stack, compose_command, wait_ready
-from monitor.errors import BootstrapError, ComposeError, StackTimeoutError
+from monitor.errors import BootstrapError, ComposeError, MonitorError, StackTimeoutError
 from monitor.settings import Monitoring, check_distinct_ports
 
 Echo = Callable[[str], None]
@@ -34,11 +36,42 @@ def up(mon: Monitoring, data_dir: Path, *, timeout: float, echo: Echo) -> dict[s
     try:
         ports.check(mon, stack.published_ports)
         compose_command()  # fail before any change if Compose v2 is missing
-        if stack.ensure_network():
+        created = stack.ensure_network()
+        if created:
             echo(f"network {mon.network}: created")
-        return _start(stack, timeout, echo)
+        try:
+            return _start(stack, timeout, echo)
+        except MonitorError as exc:
+            exc.args = (f"{exc}{failed_up_note(mon, data_dir, created, str(exc))}",)
+            raise
     finally:
         stack.close()
+
+
+_PULL_MARKERS = ("pull access denied", "manifest unknown", "failed to resolve reference",
+                 "no such image", "error pulling", "registry", "dial tcp")  # fmt: skip
+
+
+def failed_up_note(mon: Monitoring, data_dir: Path, created: bool, error: str) -> str:
+    """What a failed `up` leaves behind and how to clean up; how to load images offline."""
+    whose = "created by this run" if created else "it existed before"
+    lines = [
+        "",
+        f"left behind: network {mon.network} ({whose}), the stack's containers that started, "
+        f"and the rendered files in {data_dir}",
+        "  remove them: `netlogger monitor down`, then `docker network rm "
+        f"{mon.network}` (only if no other Clawker service uses it)",
+    ]
+    if any(marker in error.lower() for marker in _PULL_MARKERS):
+        refs = " ".join(image.ref("tag") for image in images.ALL)
+        lines += [
+            "images: no registry reachable? on a host that reaches one:",
+            f"  docker pull {refs}",
+            f"  docker save {refs} | gzip > monitor-images.tar.gz",
+            "  then here: `docker load -i monitor-images.tar.gz` and set `monitoring.image_refs: "
+            "tag` (or CLAWKER_MONITOR_IMAGE_REFS=tag): loaded images carry no registry digest",
+        ]
+    return "\n".join(lines)
 
 
 def _start(stack: Stack, timeout: float, echo: Echo) -> dict[str, ServiceState]:

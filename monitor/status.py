@@ -96,6 +96,19 @@ def urls(mon: Monitoring) -> dict[str, str]:
     }
 
 
+def unreachable(mon: Monitoring, reason: str) -> dict[str, Any]:
+    """`status --json` when Docker cannot be asked: the same keys, and why."""
+    return {
+        "healthy": False,
+        "project": svc.Names(mon.name_prefix).project,
+        "network": mon.network,
+        "bootstrap": {"result": "unknown", "exit_code": None},
+        "services": [],
+        "urls": {},
+        "error": reason,
+    }
+
+
 def build(mon: Monitoring, states: dict[str, ServiceState]) -> Report:
     names = svc.Names(mon.name_prefix)
     ordered = tuple(states[s] for s in svc.ALL_SERVICES)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from netlogger import control, privileges
+from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
 from netlogger.config.check import Checked
 from netlogger.config.model import Containers
@@ -101,6 +102,7 @@ class Agent:
         self._up = threading.Event()  # start() finished: a reload has something to change
         self._sinks: Built = []
         self._every_sink: list[Sink] = []
+        self.container_names: dict[str, str] = {}  # container id -> the engine's name
 
     def _statics(self) -> list[Target]:
         return [static_target(e) for e in self.config.enroll]
@@ -147,8 +149,6 @@ class Agent:
         stack.callback(self.plane.close)
         self.enforcer = Enforcer(self.plane, self.policies)
         self.enforcer.apply_policies(self.policies)
-        for target in statics:
-            self.enforcer.enroll(target)
         self.backstop = Backstop(self.plane)
         self._recover_backstops()
 
@@ -174,8 +174,10 @@ class Agent:
             self.fanout,
             self.backstop,
             self._dns_status,
+            self.container_names,
             self.watch,
         )
+        audit = AuditTrail(self.fanout.publish_controls, self.host_name, self.container_names)
         self.commands = Commands(
             self.enforcer,
             self.pump,
@@ -187,7 +189,12 @@ class Agent:
             self.watch.engine if self.watch else None,
             stack,
             self.backstop,
+            audit,
+            self.container_names,
+            self.reporter.entry,
         )
+        for target in statics:  # before the socket opens: no request sees them half done
+            self.commands.enroll(target, Actor.agent("config"))
         self.reloader = Reloader(
             opts.origin,
             opts.checked,
@@ -227,8 +234,8 @@ class Agent:
     def _container_watch(self, spec: Containers) -> ContainerWatch:
         # Bound late: the watcher starts only after the commands exist.
         ops = Ops(
-            lambda target, container: self.commands.enroll(target, container),
-            lambda cgroup_id: self.commands.unenroll(cgroup_id),
+            lambda target, c, why: self.commands.enroll(target, Actor.agent(why), None, c),
+            lambda cgroup_id, why: self.commands.unenroll(cgroup_id, Actor.agent(why)),
             self.enforcer.enrolled,
             lambda name, expected: self.commands.expect(name, expected),
             lambda name: self.commands.unexpect(name),
@@ -273,7 +280,7 @@ class Agent:
             return self.watch.flags(container_id) if self.watch else None
 
         enrichers: list[Enricher] = [
-            AttributionEnricher(labels, flags),
+            AttributionEnricher(labels, flags, self.container_names),
             self.dns,
             ProcessEnricher(),
         ]
@@ -388,7 +395,7 @@ class Agent:
         """Forget cgroups that are gone, enrolled or retired (their ids never decide again);
         expire and persist the DNS cache."""
         for cgroup_id in self.enforcer.gone():
-            self.commands.forget(cgroup_id)
+            self.commands.forget(cgroup_id, Actor.agent("cgroup_gone"))
             log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
         self._save_dns()
 

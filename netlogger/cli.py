@@ -1,8 +1,10 @@
 """The `netlogger` command line.
 
 Every command catches only NetloggerError and prints `error: Type: message`
-on stderr (a traceback too under --verbose); config problems exit 2, runtime
-failures exit 1.
+on stderr (a traceback too under --verbose). The error's type decides the exit
+code: 2 for usage and validation (UsageError, CgroupError, ConfigError, and
+click's own usage errors), 1 for runtime failures. Color: on a terminal unless
+NO_COLOR is set; --color forces it, --no-color drops it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import click
 
-from netlogger import control
+from netlogger import __version__, control
 from netlogger.errors import NetloggerError, UsageError
 from netlogger.views import enrolled_rows, status_text, table
 
@@ -65,6 +67,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="libbpf debug output and tracebacks")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
@@ -80,6 +83,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       netlogger run --config /etc/netlogger/config.yaml
       netlogger enroll --container web-1 --agent a1 --project p1
       netlogger tail --action denied
+      netlogger --version
     """
     ctx.obj = {"verbose": verbose}
     logging.basicConfig(
@@ -212,7 +216,9 @@ def policy_suggest(
     from netlogger.policy import suggest as sg
     from netlogger.tail import Filter
 
-    accept = Filter(frozenset(), frozenset(agent), frozenset(project), tuple(container))
+    accept = Filter(
+        agents=frozenset(agent), projects=frozenset(project), containers=tuple(container)
+    )
     if files:
         records = sg.from_files(files, accept, since)
     else:
@@ -332,6 +338,18 @@ def _target(cgroup: str | None, container: str | None) -> dict[str, Any]:
 
 def _show_entry(entry: dict[str, Any], as_json: bool) -> None:
     click.echo(json.dumps(entry) if as_json else enrolled_rows([entry]))
+
+
+def _unenrolled(entry: dict[str, Any]) -> str:
+    """What `unenroll` did, in one line."""
+    what = entry["path"] or f"cgroup id {entry['cgroup_id']}"
+    name = entry.get("container_name") or entry["container_id"][:12]
+    container = f", container {name}" if name else ""
+    return (
+        f"unenrolled {what} (cgroup id {entry['cgroup_id']}{container}; was {entry['mode']} "
+        f"under policy {entry['policy']}, {entry['seq']} decisions): its traffic now passes "
+        "unrecorded"
+    )
 
 
 @cli.command()
@@ -476,7 +494,7 @@ def unenroll(
     entry = control.request(
         control.socket_path(control_socket), "unenroll", **_target(cgroup, container)
     )
-    _show_entry(entry, as_json)
+    click.echo(json.dumps(entry) if as_json else _unenrolled(entry))
 
 
 @cli.command()
@@ -552,60 +570,106 @@ def reload(control_socket: Path | None, as_json: bool) -> None:
 @cli.command()
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(control_socket: Path | None, as_json: bool) -> None:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["narrow", "wide"]),
+    default="narrow",
+    help="wide: every column, full paths and ids (default: fits 100 columns)",
+)
+def status(control_socket: Path | None, as_json: bool, output: str) -> None:
     """Enrolled cgroups, modes, counters, losses and sink health of the running agent.
 
     \b
     Examples:
       netlogger status
+      netlogger status -o wide
       netlogger status --json | jq '.losses'
     """
     result = control.request(control.socket_path(control_socket), "status")
-    click.echo(json.dumps(result, indent=2) if as_json else status_text(result))
+    click.echo(json.dumps(result, indent=2) if as_json else status_text(result, output == "wide"))
 
 
 @cli.command()
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
-@click.option("--action", multiple=True, type=click.Choice(["allowed", "denied", "bypassed"]))
+@click.option(
+    "--action",
+    multiple=True,
+    type=click.Choice(["allowed", "denied", "bypassed"]),
+    help="only this verdict (repeatable)",
+)
+@click.option(
+    "--would-deny", is_flag=True, help="only audit-mode records that enforce would have denied"
+)
 @click.option("--agent", multiple=True, help="only this agent (repeatable)")
 @click.option("--project", multiple=True, help="only this project (repeatable)")
-@click.option("--container", multiple=True, help="only this container id (prefix)")
+@click.option("--container", multiple=True, help="only this container: id prefix or name")
+@click.option("--dst-ip", multiple=True, help="only destinations in this CIDR or address")
+@click.option("--port", multiple=True, type=int, help="only this destination port (repeatable)")
+@click.option("--reason", multiple=True, help="only this reason, e.g. default_deny (repeatable)")
+@click.option("--policy", multiple=True, help="only records under this policy (repeatable)")
 @click.option("--dst-host", help="only destinations whose name matches this glob")
 @click.option("--since", help="start with history this old, e.g. 10m (from the JSONL sink)")
-@click.option("--color/--no-color", default=None, help="color (default: on a tty)")
+@click.option("--last", type=click.IntRange(min=1), help="start with the last N matching records")
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    help="keep following live (default), or print the history and exit 0",
+)
+@click.option("--color/--no-color", default=None, help="color (default: on a tty, unless NO_COLOR)")
 def tail(
     control_socket: Path | None,
     as_json: bool,
     action: tuple[str, ...],
+    would_deny: bool,
     agent: tuple[str, ...],
     project: tuple[str, ...],
     container: tuple[str, ...],
+    dst_ip: tuple[str, ...],
+    port: tuple[int, ...],
+    reason: tuple[str, ...],
+    policy: tuple[str, ...],
     dst_host: str | None,
     since: str | None,
+    last: int | None,
+    follow: bool,
     color: bool | None,
 ) -> None:
-    """Follow decisions live from the running agent.
+    """Follow decisions and control actions live from the running agent.
+
+    Filters of different kinds combine (and); a repeated one widens (or). When
+    the agent goes away, tail says so on stderr and exits 1.
 
     \b
     Examples:
       netlogger tail
       netlogger tail --action denied --agent a1
-      netlogger tail --since 10m --json | jq 'select(.reason == "default_deny")'
+      netlogger tail --would-deny --container web-1
+      netlogger tail --dst-ip 10.0.0.0/8 --port 443 --reason rule
+      netlogger tail --policy strict --last 20 --no-follow
+      netlogger tail --since 10m --no-follow --json | jq 'select(.reason == "default_deny")'
     """
-    from netlogger.sinks.console import format_item
+    from netlogger.sinks.console import format_item, use_color
     from netlogger.sinks.jsonl import parse_item
 
-    colored = sys.stdout.isatty() if color is None else color
+    colored = use_color(sys.stdout, color)
     items = control.stream(
         control.socket_path(control_socket),
         "tail",
         action=list(action),
+        would_deny=would_deny,
         agent=list(agent),
         project=list(project),
         container=list(container),
+        dst_ip=list(dst_ip),
+        port=list(port),
+        reason=list(reason),
+        policy=list(policy),
         dst_host=dst_host,
         since=since,
+        last=last,
+        follow=follow,
     )
     try:
         for raw in items:
@@ -613,8 +677,8 @@ def tail(
                 click.echo(json.dumps(raw))
             else:
                 item = parse_item(json.dumps(raw).encode())
-                if item is not None:
-                    click.echo(format_item(item, colored))
+                if item is not None:  # color=: click would strip it from a pipe
+                    click.echo(format_item(item, colored), color=colored)
     except BrokenPipeError:
         pass
 

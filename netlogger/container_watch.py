@@ -61,8 +61,9 @@ WATCH_NICE = -10
 class Ops:
     """What the watcher may change, each under the agent's one-change-at-a-time lock."""
 
-    enroll: Callable[[Target, Container], Enrolled]  # the container gets the backstop too
-    unenroll: Callable[[int], Enrolled]
+    # The last argument is the trigger the audit trail names (container_start, ...).
+    enroll: Callable[[Target, Container, str], Enrolled]  # the container gets the backstop too
+    unenroll: Callable[[int, str], Enrolled]
     enrolled: Callable[[], list[Enrolled]]
     expect: Callable[[str, Expected], None]
     unexpect: Callable[[str], None]
@@ -101,7 +102,7 @@ def container_target(
     default."""
     chosen = policy or (choose_policy(spec, c.labels, known).policy if spec else "default")
     return Target(
-        cgroup.resolve(c.cgroup), chosen, None, c.agent, c.project, c.id, from_engine=True
+        cgroup.resolve(c.cgroup), chosen, None, c.agent, c.project, c.id, c.name, from_engine=True
     )
 
 
@@ -214,7 +215,9 @@ class ContainerWatch:
         if action == "create" and attrs is not None:
             self._expect(attrs)
         else:
-            self._reconcile(ref, attrs)
+            self._reconcile(
+                ref, attrs, "container_start" if action == "start" else "container_stop"
+            )
 
     def _expect_early(self, cid: str, labels: dict[str, str]) -> None:
         """The expectation from the event alone; `_expect` completes it (path, scope)."""
@@ -228,6 +231,7 @@ class ContainerWatch:
                 labels.get(AGENT_LABEL, ""),
                 labels.get(PROJECT_LABEL, ""),
                 cid,
+                labels.get("name", ""),  # the event's attributes carry the name beside labels
             ),
         )
 
@@ -260,14 +264,20 @@ class ContainerWatch:
                 labels.get(AGENT_LABEL, ""),
                 labels.get(PROJECT_LABEL, ""),
                 cid,
+                known.name,
             ),
         )
         return known
 
-    def _reconcile(self, cid: str, attrs: dict[str, Any] | None) -> None:
-        """Make the maps say what the engine says of container `cid` now."""
+    def _reconcile(self, cid: str, attrs: dict[str, Any] | None, trigger: str) -> None:
+        """Make the maps say what the engine says of container `cid` now.
+
+        `trigger` is what the audit trail names for the changes this makes. A
+        container the kernel enrolled at its cgroup's mkdir is enrolled again here
+        (path, labels and name complete): that enrollment is its audit record.
+        """
         if attrs is None:  # destroyed: nothing of it may stay
-            self._drop(cid)
+            self._drop(cid, trigger)
             return
         known = self._expect(attrs)  # also for containers created before this agent
         if known is None:
@@ -287,18 +297,20 @@ class ContainerWatch:
                     c.agent,
                     c.project,
                     c.id,
+                    c.name,
                     from_engine=True,
                 ),
                 c,
+                trigger,
             )
             keep.add(entry.cgroup_id)
             self._forget(entry.cgroup_id)
         for entry in self._ops.enrolled():
             stale = entry.cgroup_id not in keep and (running or not _live(entry))
             if entry.container_id == cid and stale:
-                self._unenroll(entry.cgroup_id)
+                self._unenroll(entry.cgroup_id, trigger)
 
-    def _drop(self, cid: str) -> None:
+    def _drop(self, cid: str, trigger: str) -> None:
         self._outside.discard(cid)
         with self._lock:
             known = self._known.pop(cid, None)
@@ -307,11 +319,11 @@ class ContainerWatch:
                 self._ops.unexpect(name)
         for entry in self._ops.enrolled():
             if entry.container_id == cid:
-                self._unenroll(entry.cgroup_id)
+                self._unenroll(entry.cgroup_id, trigger)
 
-    def _unenroll(self, cgroup_id: int) -> None:
+    def _unenroll(self, cgroup_id: int, trigger: str) -> None:
         with contextlib.suppress(NetloggerError):  # another event got there first
-            self._ops.unenroll(cgroup_id)
+            self._ops.unenroll(cgroup_id, trigger)
 
     def _backfill(self, selected: list[dict[str, Any]]) -> None:
         """After a (re)connection: everything selected reconciled, everything gone dropped."""
@@ -319,7 +331,7 @@ class ContainerWatch:
         for attrs in selected:
             present.add(attrs["Id"])
             try:
-                self._reconcile(attrs["Id"], attrs)
+                self._reconcile(attrs["Id"], attrs, "container_running")
             except Exception as exc:  # exited between the listing and now
                 log.info("container %s: %s", attrs["Id"][:12], exc)
         gone = {e.container_id for e in self._ops.enrolled() if e.container_id} - present
@@ -329,7 +341,7 @@ class ContainerWatch:
             if p.labels.container_id.decode() not in present
         }
         for cid in gone:
-            self._drop(cid)
+            self._drop(cid, "container_gone")
 
     # -- reporting --------------------------------------------------------
 

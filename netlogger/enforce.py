@@ -45,6 +45,7 @@ class Target:
     agent: str = ""
     project: str = ""
     container_id: str = ""
+    container_name: str = ""  # the engine's name; records and the audit trail show it
     from_engine: bool = False  # who it is came from the container engine
 
 
@@ -79,6 +80,7 @@ class Expected:
     agent: str = ""
     project: str = ""
     container_id: str = ""
+    container_name: str = ""  # not for the kernel: records name it from the first packet
 
 
 def _text(value: str, field: Any, name: str) -> bytes:

@@ -3,7 +3,8 @@
     NetloggerError                  the CLI catches this and prints `error: Type: message`
     ├── ConfigError                 bad config or policy; carries every located problem (exit 2)
     ├── UsageError                  a bad argument on the command line (exit 2)
-    ├── CgroupError                 a cgroup path that is not ours to govern
+    ├── CgroupError                 a cgroup path that is not ours to govern (exit 2)
+    ├── HostError                   the host lacks what netlogger needs (a cgroup2 mount)
     ├── KernelError                 the kernel or libbpf refused something (carries errno)
     │   ├── PrivilegeError          EPERM/EACCES: names the capabilities needed
     │   ├── LoadError               the verifier rejected a program (carries the log tail)
@@ -13,6 +14,9 @@
     ├── StateError                  pinned state that cannot be reused or migrated
     ├── EngineError                 the container engine cannot be reached (the agent retries)
     └── AgentError                  the running agent is absent, busy, or said no
+
+Exit codes: 2 for what the caller can fix by asking differently (usage,
+validation, config), 1 for runtime failures; a type decides, never the call site.
 
 Lower-layer errors (an errno from libbpf, bpf(2), mount(2) or the pin root)
 become these in exactly one place: `netlogger.kernel.libbpf.error_for`, which
@@ -62,6 +66,13 @@ class UsageError(NetloggerError):
 
 
 class CgroupError(NetloggerError):
+    """A validation error like UsageError: a missing cgroup and one outside the scope are
+    the same kind of mistake, and exit the same way."""
+
+    exit_code = 2
+
+
+class HostError(NetloggerError):
     pass
 
 

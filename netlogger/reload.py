@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from netlogger.audit import Actor
 from netlogger.config.changes import changes
 from netlogger.config.check import Checked, validate
 from netlogger.config.model import Sink as SinkSpec
@@ -145,9 +146,9 @@ class Reloader:
             # A cgroup that leaves can meet a deny between its old policy's removal just
             # now and its unenrollment next: it fails closed, and is governed no longer.
             for cgroup_id in leaving:
-                self._commands.unenroll(cgroup_id)
+                self._commands.unenroll(cgroup_id, Actor.agent("reload"))
             for target in targets:
-                self._commands.enroll(target)
+                self._commands.enroll(target, Actor.agent("reload"))
             gone = [pair for pair in self.sinks if pair[0] in plan.sinks_removed]
             self._fanout.update([sink for _, sink in added], [sink for _, sink in gone])
             shutdown(gone)

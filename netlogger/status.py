@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from netlogger import coverage, privileges, resolvers
+from netlogger import __version__, coverage, privileges, resolvers
 from netlogger.backstop import Backstop
 from netlogger.container_watch import ContainerWatch
-from netlogger.enforce import Enforcer
+from netlogger.enforce import Enforcer, Enrolled
 from netlogger.errors import KernelError
 from netlogger.kernel import cgroup
 from netlogger.kernel.plane import Plane
@@ -26,7 +26,6 @@ from netlogger.pipeline.pump import Pump
 from netlogger.pipeline.record import EVENT_NAMES, GAP_KINDS
 from netlogger.sinks.base import status_of
 
-VERSION = "0.1.0"
 DNS_EVENT = EVENT_NAMES["dns"]
 
 
@@ -53,6 +52,20 @@ def _has_net_raw(cg: Path) -> bool:
     return False
 
 
+def entry_view(entry: Enrolled, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """An enrolled cgroup as `status`, `enroll`, `bypass`, `enforce` and `unenroll` show it.
+
+    The one place that decides `raw_capable`, so every command says the same about it.
+    """
+    view = asdict(entry)
+    view["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
+    if entry.path:  # lookups its tasks make where the kernel cannot see them
+        view["resolver_paths"] = resolvers.of_cgroup(Path(entry.path))
+    if names is not None and entry.container_id in names:
+        view["container_name"] = names[entry.container_id]
+    return view
+
+
 def _by_action(counts: dict[tuple[str, str], int]) -> dict[str, int]:
     """Decisions by action (DNS answers are not decisions: `dns` counts them)."""
     out: dict[str, int] = {}
@@ -72,10 +85,12 @@ class Reporter:
         fanout: Fanout,
         backstop: Backstop,
         dns: Callable[[], dict[str, Any]] = dict,
+        names: Mapping[str, str] | None = None,
         watch: ContainerWatch | None = None,
     ) -> None:
         self.info = info
         self.backstop = backstop
+        self.names = names if names is not None else {}  # container id -> name
         self.watch = watch
         self.plane = plane
         self.enforcer = enforcer
@@ -91,30 +106,30 @@ class Reporter:
         """The loss ledger's totals: what the gap records report, kind by kind."""
         return dict.fromkeys(GAP_KINDS, 0) | self.pump.losses.totals()
 
+    def entry(self, entry: Enrolled) -> dict[str, Any]:
+        """An enrolled cgroup as every command shows it, with the layers that cover it."""
+        item = entry_view(entry, self.names)
+        layers = self.plane.layers
+        is_container = bool(entry.container_id)
+        veths = [v.name for v in self.backstop.veths_of(entry.container_id)]
+        item["veths"] = veths
+        item["layers"] = coverage.covering(layers, is_container, veths)
+        item["open"] = coverage.open_holes(layers, is_container, veths)
+        flags = self.watch.flags(entry.container_id) if self.watch else None
+        item["escape"] = flags.escape if flags else None
+        item["policy_reason"] = flags.policy_reason if flags else None
+        return item
+
     def status(self) -> dict[str, Any]:
         info = self.info
-        enrolled = []
         layers = self.plane.layers
-        for entry in self.enforcer.enrolled():
-            item = asdict(entry)
-            item["raw_capable"] = bool(entry.path) and _has_net_raw(Path(entry.path))
-            if entry.path:  # lookups its tasks make where the kernel cannot see them
-                item["resolver_paths"] = resolvers.of_cgroup(Path(entry.path))
-            is_container = bool(entry.container_id)
-            veths = [v.name for v in self.backstop.veths_of(entry.container_id)]
-            item["veths"] = veths
-            item["layers"] = coverage.covering(layers, is_container, veths)
-            item["open"] = coverage.open_holes(layers, is_container, veths)
-            flags = self.watch.flags(entry.container_id) if self.watch else None
-            item["escape"] = flags.escape if flags else None
-            item["policy_reason"] = flags.policy_reason if flags else None
-            enrolled.append(item)
+        enrolled = [self.entry(e) for e in self.enforcer.enrolled()]
         states = self._sink_states()
         containers = self.watch.status() if self.watch else None
         return {
             "agent": {
                 "pid": info.pid,
-                "version": VERSION,
+                "version": __version__,
                 "host": info.host,
                 "uptime_s": round(time.time() - info.started, 1),
                 "pin_root": str(info.pin_root),

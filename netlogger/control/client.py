@@ -58,12 +58,25 @@ def request(path: Path, op: str, timeout: float = 30.0, **args: Any) -> Any:
 
 
 def stream(path: Path, op: str, **args: Any) -> Iterator[dict[str, Any]]:
-    """Send a streaming command and yield each object the agent writes."""
+    """Send a streaming command and yield each object the agent writes.
+
+    Returns at the agent's end mark; a stream that stops without one (the agent
+    stopped or died) raises AgentError, so a caller never takes that for the end.
+    """
     with _connect(path, None) as sock, sock.makefile("rwb") as f:
         f.write(json.dumps({"op": op, **args}).encode() + b"\n")
         f.flush()
-        for line in f:
-            item = json.loads(line)
-            if item.get("ok") is False:
-                _raise_reply(item)
-            yield item
+        try:
+            for line in f:
+                item = json.loads(line)
+                if item.get("ok") is False:
+                    _raise_reply(item)
+                if item.get("end") is True and item.get("ok") is True:
+                    return
+                yield item
+        except ConnectionResetError:
+            pass
+    raise AgentError(
+        f"the agent on {path} went away (the stream ended without its end mark); "
+        "see `netlogger status` or the agent's log, and run tail again once it is back"
+    )

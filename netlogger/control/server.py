@@ -16,8 +16,10 @@ import logging
 import os
 import socket
 import socketserver
+import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,10 +31,30 @@ log = logging.getLogger("netlogger.control")
 MAX_CONNECTIONS = 64
 IDLE_SECONDS = 10.0  # a client sends its request at once; one that does not is gone or stuck
 MAX_REQUEST_BYTES = 1 << 20
+STOPPING = AgentError("the agent is stopping; the stream ends here")
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The client process, as the kernel states it (SO_PEERCRED), not as it claims."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(conn: socket.socket) -> Peer:
+    pid, uid, gid = _UCRED.unpack(
+        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    return Peer(pid, uid, gid)
 
 
 class Commands(Protocol):
-    def handle(self, request: dict[str, Any]) -> Any: ...
+    def handle(self, request: dict[str, Any], peer: Peer) -> Any: ...
 
     def stream(
         self, request: dict[str, Any], write: Callable[[bytes], None], closed: Callable[[], bool]
@@ -68,7 +90,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.request.settimeout(None)  # a stream lives until either side closes
                 self._stream(request)
                 return
-            reply = json.dumps({"ok": True, "result": self.server.commands.handle(request)})
+            result = self.server.commands.handle(request, peer_of(self.request))
+            reply = json.dumps({"ok": True, "result": result})
             data = reply.encode() + b"\n"
         except NetloggerError as exc:
             data = error_line(exc)
@@ -110,6 +133,9 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.commands.stream(request, write, closed)
         except NetloggerError as exc:
             write(error_line(exc))
+            return
+        if self.server.closing.is_set():  # not the end the client asked for: say why
+            write(error_line(STOPPING))
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

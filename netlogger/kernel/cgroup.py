@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from netlogger.errors import CgroupError
+from netlogger.errors import CgroupError, HostError
 from netlogger.kernel.mounts import MOUNTINFO, Mount, of_type
 
 
@@ -27,7 +27,7 @@ def find_mount(mountinfo: Path = MOUNTINFO) -> Mount:
     mounts = of_type("cgroup2", mountinfo)
     if mounts:
         return mounts[0]
-    raise CgroupError(
+    raise HostError(
         "no cgroup2 mount in /proc/self/mountinfo; "
         "mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified"
     )

@@ -41,15 +41,33 @@ def prepare(pin_root: Path) -> int:
     return lock(pin_root)
 
 
-def lock(pin_root: Path) -> int:
+def holder(pin_root: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid holding the agent's lock on `pin_root` (an flock), if /proc/locks names one."""
+    st = os.stat(pin_root)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.read_text().splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 00:2a:17 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want:
+            return int(fields[4])
+    return None
+
+
+def lock(pin_root: Path, purpose: str = "run") -> int:
     fd = os.open(pin_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        pid = holder(pin_root)
+        agent = f"the netlogger agent with pid {pid}" if pid else "another netlogger agent"
+        if purpose == "teardown":
+            stop = f"`kill -TERM {pid}`" if pid else "SIGTERM"
+            raise StateError(
+                f"{agent} holds pin root {pin_root}: teardown would pull enforcement from "
+                f"under it; stop it first ({stop}), then run teardown again"
+            ) from None
         raise StateError(
-            f"another netlogger agent is using pin root {pin_root}; stop it, "
-            "or give this one its own --pin-root"
+            f"{agent} is using pin root {pin_root}; stop it, or give this one its own --pin-root"
         ) from None
     return fd
 
@@ -87,7 +105,7 @@ def teardown(pin_root: Path) -> list[str]:
     """Detach every pinned link and drop every pinned map under `pin_root`."""
     if not pin_root.is_dir():
         return []
-    os.close(lock(pin_root))  # refuses while an agent holds it
+    os.close(lock(pin_root, "teardown"))  # refuses while an agent holds it
     removed = []
     for sub in ("links", "maps"):  # links first: programs go before the maps they use
         directory = pin_root / sub

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -99,12 +99,17 @@ class AttributionEnricher:
         self,
         labels: Callable[[int], abi.Labels | None],
         flags: Callable[[str], ContainerFlags | None] = lambda _id: None,
+        names: Mapping[str, str] | None = None,
         proc: Path = Path("/proc"),
     ) -> None:
+        """The container's name is not in the labels (the kernel keeps ids): it comes from
+        `names`, which whoever enrolls a container fills (it is empty for a container
+        enrolled by an earlier agent run until the watcher lists it again)."""
         self._labels = labels
         self._flags = flags
+        self._names: Mapping[str, str] = names if names is not None else {}
         self._proc = proc
-        self._cache: dict[tuple[str, str], Attribution] = {}
+        self._cache: dict[tuple[str, str], tuple[Attribution, str | None]] = {}
 
     def forget(self, cgroup_id: int) -> None:
         key = str(cgroup_id)
@@ -135,12 +140,12 @@ class AttributionEnricher:
             return ""
         return next((ln[3:] for ln in text.splitlines() if ln.startswith("0::")), "")
 
-    def _who(self, rec: RingItem) -> Attribution:
+    def _who(self, rec: RingItem) -> tuple[Attribution, str | None]:
         # A DNS answer names no task: it is the enrolled cgroup's.
         task = rec.task_cgroup_id if isinstance(rec, Record) else rec.cgroup_id
         key = (rec.cgroup_id, task)
-        who = self._cache.get(key)
-        if who is None:
+        known = self._cache.get(key)
+        if known is None:
             labels = self._labels(int(rec.cgroup_id))
             below = labels.path.decode() if labels is not None and not labels.container_id else ""
             found = self._task_path(rec, below) if below and isinstance(rec, Record) else ""
@@ -148,12 +153,12 @@ class AttributionEnricher:
             flags = self._flags(who.container_id) if who.container_id else None
             if flags:
                 who = Attribution(who.agent, who.project, who.container_id, who.source, flags)
-            self._cache[key] = who
-        return who
+            known = self._cache[key] = (who, self._names.get(who.container_id) or None)
+        return known
 
     def enrich(self, items: Sequence[RingItem]) -> None:
         for item in items:
-            who = self._who(item)
+            who, item.container_name = self._who(item)
             item.agent, item.project, item.container_id = who.agent, who.project, who.container_id
             item.attribution = who.source
             if isinstance(item, Record):

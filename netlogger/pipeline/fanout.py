@@ -4,7 +4,10 @@ Each sink gets a lane: a bounded queue (counted in records) and a worker thread
 that calls `export`. A lane that is full drops the incoming batch and counts
 it; the loss becomes a Gap record that every lane receives. Gap records never
 wait behind the bound: a lane keeps them aside, coalesced, and exports them
-before its next batch, so loss reports cannot themselves be lost.
+before its next batch, so loss reports cannot themselves be lost. Control
+records (the audit trail) join the queue past its bound, in order with the
+decisions around them: they are few, and an audit trail that drops entries
+under load is no audit trail (a sink that fails on them reports the loss).
 
 Ring positions ride along with batches. A lane whose sink is `durable` (see
 sinks/base.py) reports how far it has written; the reader releases ring space
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, RingItem
+from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, RingItem
 from netlogger.sinks.base import PartialExport, Sink
 
 log = logging.getLogger("netlogger.fanout")
@@ -61,13 +64,21 @@ def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Ga
     """One Gap per cgroup and sequence for ring items that `sink` lost, with their seq range.
 
     DNS records count in a sequence of their own, so their losses are gaps of their
-    own kind (`dns_` + kind).
+    own kind (`dns_` + kind). Lost control records have no seq: they are one Gap not
+    tied to a cgroup.
     """
     by_cgroup: dict[tuple[str, bool], list[RingItem]] = collections.defaultdict(list)
+    controls = [item for item in items if isinstance(item, Control)]
     for item in items:
-        if not isinstance(item, Gap):
+        if not isinstance(item, Gap | Control):
             by_cgroup[item.cgroup_id, item.__class__ is DnsRecord].append(item)
-    return [
+    unseq = (
+        [Gap(event_name=EVENT_NAMES["gap"], ts=now, gap_kind=kind, gap_count=len(controls),
+             gap_sink=sink, host_name=controls[0].host_name)]
+        if controls
+        else []
+    )  # fmt: skip
+    return unseq + [
         Gap(
             event_name=EVENT_NAMES["gap"],
             ts=now,
@@ -172,6 +183,7 @@ class Subscription:
         self._cond = threading.Condition()
         self._queue: collections.deque[Item] = collections.deque()
         self._gaps = _Gaps()
+        self._controls: list[Control] = []
         self.dropped = 0
         self.closed = False
 
@@ -196,15 +208,24 @@ class Subscription:
                 self._gaps.add(_copy(gap))
             self._cond.notify()
 
+    def add_controls(self, controls: Sequence[Control]) -> None:
+        wanted = [c for c in controls if self.accept(c)]
+        if wanted:
+            with self._cond:
+                self._controls.extend(wanted)
+                self._cond.notify()
+
     def next_items(self, timeout: float) -> list[Item] | None:
-        """Everything queued (gaps first), waiting up to `timeout`; None once closed."""
+        """Everything queued (gaps, then control records), waiting up to `timeout`; None once
+        closed."""
         with self._cond:
-            if not self._queue and not self._gaps and not self.closed:
+            if not self._queue and not self._gaps and not self._controls and not self.closed:
                 self._cond.wait(timeout)
-            if self.closed and not self._queue:
+            if self.closed and not self._queue and not self._controls:
                 return None
-            items: list[Item] = [*self._gaps.take(), *self._queue]
+            items: list[Item] = [*self._gaps.take(), *self._controls, *self._queue]
             self._queue.clear()
+            self._controls.clear()
             return items
 
     def close(self) -> None:
@@ -298,6 +319,20 @@ class Fanout:
             subs = list(self._subs)
         for sub in subs:
             sub.add_gaps(gaps)
+
+    def publish_controls(self, controls: Sequence[Control]) -> None:
+        """Control records reach every sink and subscriber, in order; never dropped."""
+        if not controls:
+            return
+        for lane in self._lanes:
+            with lane.cond:  # in the queue, in order with decisions, past the bound
+                lane.queue.append(_Batch(list(controls), None))
+                lane.depth += len(controls)
+                lane.cond.notify()
+        with self._subs_lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.add_controls(controls)
 
     # -- subscribers ------------------------------------------------------
 

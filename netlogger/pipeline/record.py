@@ -17,6 +17,7 @@ EVENT_NAMES = {
     "packet": "ebpf.egress.packet",
     "gap": "ebpf.egress.gap",
     "dns": "ebpf.egress.dns",
+    "control": "ebpf.egress.control",
 }
 
 
@@ -70,6 +71,7 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     dns_names_sharing_ip: list[str] | None = msgspec.field(
         name="dns.names_sharing_ip", default=None
     )
+    container_name: str | None = None  # the engine's name for container_id, when known
     exe: str | None = None  # the deciding process's executable, when it was still there
     ppid: int | None = None
     escape: str | None = None  # how the container can get around enforcement (see escape.py)
@@ -112,6 +114,7 @@ class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     truncated: bool | None = msgspec.field(name="dns.truncated", default=None)  # TC bit
     cut: bool | None = msgspec.field(name="dns.cut", default=None)  # the record holds a prefix
     parse_error: str | None = msgspec.field(name="dns.parse_error", default=None)
+    container_name: str | None = None  # as on Record
 
 
 class Gap(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
@@ -135,6 +138,51 @@ class Gap(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     project: str = ""
 
 
+class Control(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
+    """One control action on enforcement, asked for or automatic: the audit trail.
+
+    `control.by` is `peer` (then `control.uid`/`control.pid` are the socket peer's
+    credentials, from SO_PEERCRED) or `agent` (then `control.trigger` says why). Before
+    and after describe the target's enrollment; a side is absent when not enrolled. A
+    refused action carries `control.error`, and its after is its unchanged before.
+    """
+
+    event_name: str = msgspec.field(name="event.name")  # always EVENT_NAMES["control"]
+    ts: str
+    command: str = msgspec.field(name="control.command")  # see CONTROL_COMMANDS
+    result: str = msgspec.field(name="control.result")  # done / refused
+    by: str = msgspec.field(name="control.by")  # peer / agent
+    target: str = msgspec.field(name="control.target")  # as asked: "cgroup PATH", "container REF"
+    error: str | None = msgspec.field(name="control.error", default=None)  # why refused
+    uid: int | None = msgspec.field(name="control.uid", default=None)
+    pid: int | None = msgspec.field(name="control.pid", default=None)
+    trigger: str | None = msgspec.field(name="control.trigger", default=None)  # CONTROL_TRIGGERS
+    mode_before: str | None = msgspec.field(name="control.mode_before", default=None)
+    mode_after: str | None = msgspec.field(name="control.mode_after", default=None)
+    policy_before: str | None = msgspec.field(name="control.policy_before", default=None)
+    policy_after: str | None = msgspec.field(name="control.policy_after", default=None)
+    bypass_s: float | None = msgspec.field(name="control.bypass_s", default=None)  # asked for
+    bypass_until: str | None = msgspec.field(name="control.bypass_until", default=None)
+    cgroup_id: str | None = None
+    cgroup_path: str | None = None
+    host_name: str = msgspec.field(name="host.name", default="")
+    container_id: str = ""
+    container_name: str | None = None
+    agent: str = ""
+    project: str = ""
+
+
+CONTROL_COMMANDS = ("enroll", "unenroll", "bypass", "enforce")
+CONTROL_TRIGGERS = {
+    "config": "a static enrollment from the config, at start",
+    "container_running": "a container the config selects was running when the watcher listed them",
+    "container_start": "the engine started a container the config selects",
+    "container_stop": "the engine stopped an enrolled container",
+    "container_gone": "an enrolled container was no longer running when the watcher listed them",
+    "cgroup_gone": "the enrolled cgroup directory was removed",
+    "reload": "a reload (the `reload` command or SIGHUP) changed the static enrollments",
+}
+
 GAP_KINDS = {
     "throttled": "allowed records dropped by the kernel's per-cgroup token bucket",
     "ringbuf_full": "records the kernel could not reserve because the ring was full",
@@ -151,12 +199,14 @@ GAP_KINDS = {
 }
 
 # The record union is open: a new kind is a Struct here, added to RingItem when
-# the decoder makes it from ring records (an entry in Decoder.kinds), else to Item.
+# the decoder makes it from ring records (an entry in Decoder.kinds), else to Item
+# (agent-made kinds: Gap and Control reach sinks through the fan-out's never-dropped path).
 # Every ring kind carries `event_name`, `cgroup_id`, `seq` and `action`: the pump
 # counts by event and action, and a lost ring item's seq goes into a gap's range.
 RingItem = Record | DnsRecord  # what the decoder makes of ring records
-Item = RingItem | Gap  # what sinks receive
+Item = RingItem | Gap | Control  # what sinks receive
 
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Record))
 GAP_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Gap))
 DNS_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(DnsRecord))
+CONTROL_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Control))

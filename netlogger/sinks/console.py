@@ -4,15 +4,19 @@ A UDP connect() sends nothing, and glibc's getaddrinfo makes one to every
 candidate address to sort them (RFC 3484): such a decision prints as PROBE,
 dimmed, with its verdict in words, so a resolver's probing does not read as an
 alert. The datagrams that follow are decided (and printed) on their own.
+
+Color follows the usual convention: on when writing to a terminal, off when
+NO_COLOR is set (https://no-color.org), and what --color/--no-color say above both.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from netlogger.pipeline.record import DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import History
 
 RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
@@ -32,16 +36,28 @@ _OPS = {
 _VERDICT_TINTS = {"admitted": GREEN, "not_matched": DIM}  # the rest: nothing admitted, yellow
 
 
+def use_color(stream: TextIO, asked: bool | None) -> bool:
+    """--color/--no-color if given, else a terminal without NO_COLOR set."""
+    if asked is not None:
+        return asked
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+def _who(item: Record | DnsRecord | Control) -> str:
+    """agent/project (container name), else the container's name, else the cgroup."""
+    labels = "/".join(p for p in (item.agent, item.project) if p)
+    name = getattr(item, "container_name", None)
+    if name:
+        return f"{labels} ({name})" if labels else name
+    return labels or (f"cgroup {item.cgroup_id}" if item.cgroup_id else "agent")
+
+
 def _destination(rec: Record) -> str:
     if rec.no_dst:
         return f"{rec.l4_proto} socket"
     host = f"[{rec.dst_ip}]" if rec.dst_ip and ":" in rec.dst_ip else rec.dst_ip
     name = f" ({rec.dst_host})" if rec.dst_host else ""
     return f"{host}:{rec.dst_port}{name}"
-
-
-def _who(item: Record | DnsRecord) -> str:
-    return "/".join(p for p in (item.agent, item.project) if p) or f"cgroup {item.cgroup_id}"
 
 
 def format_dns(rec: DnsRecord, color: bool) -> str:
@@ -107,11 +123,34 @@ def format_gap(gap: Gap, color: bool) -> str:
     return BOLD + MAGENTA + text + RESET if color else text
 
 
+def _state(mode: str | None, policy: str | None) -> str:
+    return f"{mode} {policy}" if mode else "not enrolled"
+
+
+def format_control(c: Control, color: bool) -> str:
+    """`12:00:01.123  CONTROL  bypass    web-1  by uid 0 pid 42  enforce default -> bypass ...`"""
+    by = f"by uid {c.uid} pid {c.pid}" if c.by == "peer" else f"by agent ({c.trigger})"
+    change = f"{_state(c.mode_before, c.policy_before)} -> {_state(c.mode_after, c.policy_after)}"
+    if c.bypass_until:
+        change += f" until {c.bypass_until[:19]}Z"
+    who = _who(c)
+    result = "done" if c.error is None else f"REFUSED: {c.error}"
+    text = (
+        f"{c.ts[11:23]}  {'CONTROL':<7}  {c.command:<8}  {who}  {c.target}  {by}  "
+        f"{change}  {result}"
+    )
+    if not color:
+        return text
+    return (BOLD + (RED if c.error else CYAN)) + text + RESET
+
+
 def format_item(item: Item, color: bool) -> str:
     if isinstance(item, Gap):
         return format_gap(item, color)
     if isinstance(item, DnsRecord):
         return format_dns(item, color)
+    if isinstance(item, Control):
+        return format_control(item, color)
     return format_record(item, color)
 
 
@@ -122,7 +161,7 @@ class ConsoleSink:
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
         self.stream = stream or sys.stdout
-        self.color = self.stream.isatty() if color is None else color
+        self.color = use_color(self.stream, color)
         self.written = 0
 
     def export(self, batch: Sequence[Item]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from netlogger.errors import UsageError
-from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import PartialExport
 
 log = logging.getLogger("netlogger.jsonl")
@@ -201,11 +201,12 @@ def read_lines(path: Path) -> Iterator[bytes]:
 _KINDS: dict[str, type[Item]] = {
     EVENT_NAMES["gap"]: Gap,
     EVENT_NAMES["dns"]: DnsRecord,
+    EVENT_NAMES["control"]: Control,
 }
 
 
 def parse_item(line: bytes) -> Item | None:
-    """A history line back into a Record, DnsRecord or Gap; None if it is none of them."""
+    """A history line back into a Record, DnsRecord, Gap or Control; None if it is none of them."""
     try:
         data = msgspec.json.decode(line)
         item: Item = msgspec.convert(data, _KINDS.get(data.get("event.name"), Record))

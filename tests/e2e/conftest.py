@@ -213,7 +213,7 @@ def decisions(lines: list[dict[str, Any]], cgroup_id: int | None = None) -> list
     return [
         x
         for x in lines
-        if x["event.name"] != "ebpf.egress.gap"
+        if x["event.name"] not in ("ebpf.egress.gap", "ebpf.egress.control")
         and (cgroup_id is None or x["cgroup_id"] == str(cgroup_id))
     ]
 

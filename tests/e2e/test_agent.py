@@ -227,3 +227,59 @@ def test_kill_9_and_restart_loses_and_repeats_nothing(agent_factory, scope, spaw
     assert len(seqs) == len(set(seqs)) == 7_001
     assert sorted(seqs) == list(range(7_001))
     assert {r["agent"] for r in decisions(lines)} == {"a1"}
+
+
+def test_tail_says_when_the_agent_goes_away(agent_factory) -> None:
+    for sig, message in (
+        (signal.SIGTERM, "error: AgentError: the agent is stopping; the stream ends here"),
+        (
+            signal.SIGKILL,
+            "error: AgentError: the agent on {socket} went away (the stream ended without "
+            "its end mark); see `netlogger status` or the agent's log, and run tail again "
+            "once it is back",
+        ),
+    ):
+        agent = agent_factory().start()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netlogger", "tail", "--control-socket", str(agent.socket)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        while agent.status()["tail_subscribers"] < 1:
+            time.sleep(0.05)
+        agent.signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, out, err) == (1, "", message.format(socket=agent.socket) + "\n")
+
+
+def test_tail_no_follow_prints_history_and_exits_0(agent, scope, spawn) -> None:
+    with sandbox.cgroup(scope, "a") as cg:
+        agent.cli("enroll", "--cgroup", str(cg.path), "--agent", "a1", "--mode", "audit")
+        w = spawn(cg)
+        w("connect", family=4, type="tcp", addr="198.18.0.2", port=443)
+        w("connect", family=4, type="tcp", addr="198.18.0.2", port=22)
+        w("connect", family=4, type="tcp", addr="198.18.0.3", port=23)
+        agent.wait_for_lines(lambda ls: len(decisions(ls)) >= 3)
+        runs = {
+            args: agent.cli("tail", "--no-follow", "--json", *args)
+            for args in (
+                ("--would-deny",),
+                ("--would-deny", "--last", "1"),
+                ("--dst-ip", "198.18.0.2/32", "--port", "22"),
+                ("--reason", "rule", "--policy", "default"),
+            )
+        }
+    got = {}
+    for args, result in runs.items():
+        assert result.returncode == 0, result.stderr
+        got[args] = [
+            (r["dst_ip"], r["dst_port"]) for r in map(json.loads, result.stdout.splitlines())
+        ]
+    assert got == {
+        ("--would-deny",): [("198.18.0.2", "22"), ("198.18.0.3", "23")],
+        ("--would-deny", "--last", "1"): [("198.18.0.3", "23")],
+        ("--dst-ip", "198.18.0.2/32", "--port", "22"): [("198.18.0.2", "22")],
+        ("--reason", "rule", "--policy", "default"): [("198.18.0.2", "443")],
+    }

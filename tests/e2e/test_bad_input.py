@@ -40,10 +40,20 @@ def test_rejected_commands_change_nothing(agent, scope) -> None:
             ),
             (
                 ("enroll", "--cgroup", "/tmp"),
-                1,
+                2,
                 "error: CgroupError: cgroup path /tmp is outside the cgroup2 mount",
             ),
-            (("enroll", "--cgroup", f"{cg.path}/../../.."), 1, "error: CgroupError: cgroup path"),
+            (("enroll", "--cgroup", f"{cg.path}/../../.."), 2, "error: CgroupError: cgroup path"),
+            (
+                ("enroll", "--cgroup", f"{cg.path}/missing"),
+                2,
+                f"error: CgroupError: cgroup {cg.path}/missing does not exist",
+            ),
+            (
+                ("enroll", "--cgroup", str(scope.path.parent)),
+                2,
+                f"error: UsageError: {scope.path.parent} is outside the agent's scope",
+            ),
             (
                 ("enroll", "--cgroup", str(cg.path), "--policy", "nope"),
                 2,
@@ -74,10 +84,21 @@ def test_second_agent_on_the_same_pin_root_is_refused(
     result = netlogger("run", "--config", str(other.config_file))
     assert result.returncode == 1
     assert one_line(result.stderr) == (
-        f"error: StateError: another netlogger agent is using pin root {pin_root}; stop it, "
-        "or give this one its own --pin-root"
+        f"error: StateError: the netlogger agent with pid {agent.proc.pid} is using pin root "
+        f"{pin_root}; stop it, or give this one its own --pin-root"
     )
     assert agent.status()["agent"]["pin_root"] == str(pin_root)  # the first one is unharmed
+
+
+def test_teardown_while_an_agent_runs_names_it(agent, pin_root) -> None:
+    result = netlogger("teardown", "--pin-root", str(pin_root))
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        f"error: StateError: the netlogger agent with pid {agent.proc.pid} holds pin root "
+        f"{pin_root}: teardown would pull enforcement from under it; stop it first "
+        f"(`kill -TERM {agent.proc.pid}`), then run teardown again"
+    )
+    assert agent.status()["agent"]["pid"] == agent.proc.pid  # still there, still enforcing
 
 
 def test_second_agent_on_the_same_socket_is_refused(agent, scope, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ subnet, no iptables, no forwarding: dockerd runs with --iptables=false
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import time
@@ -146,6 +147,67 @@ def test_container_outside_the_scope_is_refused(agent, engine) -> None:
         assert agent.status()["enrolled"] == []
     finally:
         c.remove(force=True)
+
+
+def test_automatic_enrollment_and_release_are_in_the_audit_trail(agent, container) -> None:
+    c = container(**{"dev.clawker.agent": "agent-x"})
+    entry = wait_enrolled(agent, c.id)
+    assert entry is not None and entry["container_name"] == c.name
+    c.exec_run(["nc", "-w", "1", "198.18.0.2", "22"])
+    c.kill()
+    wait_enrolled(agent, c.id, present=False)
+
+    def audit_of(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # The engine is shared: other tests' labelled containers are refused (outside the scope).
+        return [
+            x
+            for x in lines
+            if x["event.name"] == "ebpf.egress.control" and x.get("container_id") == c.id
+        ]
+
+    lines = agent.wait_for_lines(lambda ls: len(audit_of(ls)) >= 2)
+    audit = audit_of(lines)
+    common = {
+        "event.name": "ebpf.egress.control",
+        "control.result": "done",
+        "control.by": "agent",
+        "control.target": f"container {c.name}",
+        "cgroup_id": str(entry["cgroup_id"]),
+        "cgroup_path": entry["path"],
+        "container_id": c.id,
+        "container_name": c.name,
+        "agent": "agent-x",
+    }
+    assert [{k: v for k, v in r.items() if k not in ("ts", "host.name")} for r in audit] == [
+        {
+            **common,
+            "control.command": "enroll",
+            "control.trigger": "container_start",
+            "control.mode_after": "enforce",
+            "control.policy_after": "default",
+        },
+        {
+            **common,
+            "control.command": "unenroll",
+            "control.trigger": "container_stop",
+            "control.target": f"cgroup id {entry['cgroup_id']}",
+            "control.mode_before": "enforce",
+            "control.policy_before": "default",
+        },
+    ]
+    (rec,) = decisions(lines)
+    assert (rec["container_id"], rec["container_name"]) == (c.id, c.name)
+    by_name = agent.cli("tail", "--no-follow", "--json", "--container", c.name)
+    by_id = agent.cli("tail", "--no-follow", "--json", "--container", c.short_id)
+    assert by_name.returncode == by_id.returncode == 0, by_name.stderr + by_id.stderr
+    assert by_name.stdout == by_id.stdout
+    assert [json.loads(x)["event.name"] for x in by_name.stdout.splitlines()] == [
+        "ebpf.egress.control",  # enroll
+        "ebpf.egress.connect",  # the deny
+        "ebpf.egress.control",  # unenroll
+    ]
+    human = agent.cli("tail", "--no-follow", "--no-color", "--action", "denied")
+    assert f"agent-x ({c.name})  nc[" in human.stdout
 
 
 SELECTED = {"dev.clawker.agent": "agent-z", "dev.clawker.project": "proj-z"}
@@ -317,8 +379,8 @@ def test_events_twice_late_or_out_of_order_leave_no_stale_entry(scope, pin_root,
         enforcer = Enforcer(plane, policies)
         enforcer.apply_policies(policies)
         ops = Ops(
-            lambda target, _container: enforcer.enroll(target),  # no backstop here
-            enforcer.unenroll,
+            lambda target, _container, _trigger: enforcer.enroll(target),  # no backstop here
+            lambda cgroup_id, _trigger: enforcer.unenroll(cgroup_id),
             enforcer.enrolled,
             enforcer.expect,
             enforcer.unexpect,

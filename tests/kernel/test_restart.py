@@ -74,11 +74,13 @@ def test_sigkill_loader_then_take_over(tmp_path: Path, pin_root, scope, spawn, p
 
 
 def test_second_loader_on_same_pin_root_is_refused(pin_root, scope, plane) -> None:
+    import os
+
     import pytest
 
     from netlogger.errors import StateError
 
-    with pytest.raises(StateError, match="another netlogger agent is using pin root"):
+    with pytest.raises(StateError, match=f"the netlogger agent with pid {os.getpid()} is using"):
         loader.load(pin_root, scope)
 
 

@@ -177,3 +177,36 @@ def test_up_outcomes_map_to_errors() -> None:
         lifecycle._raise_for(stack, starting, None, "", 60)
     with pytest.raises(ComposeError, match="pull access denied"):
         lifecycle._raise_for(stack, _states(), 1, "Error: pull access denied\n", 60)
+
+
+def test_status_json_is_json_when_docker_is_unreachable(
+    stack_env: StackEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{stack_env.root}/no-such.sock")
+    result = stack_env.run("status", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc == {
+        "healthy": False,
+        "project": stack_env.project,
+        "network": stack_env.network,
+        "bootstrap": {"result": "unknown", "exit_code": None},
+        "services": [],
+        "urls": {},
+        "error": "DockerUnavailableError: cannot reach the Docker engine: no socket at "
+        f"unix://{stack_env.root}/no-such.sock; start dockerd or set DOCKER_HOST",
+    }
+
+
+def test_agent_env_off_never_contradicts_itself() -> None:
+    mon = Monitoring(telemetry=Telemetry(log_user_prompts=True, log_tool_details=True))
+    off = agent_env.environment(mon, enabled=False, project="p1", agent="a1")
+    assert off == {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
+        "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "0",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOG_TOOL_DETAILS": "0",
+        "OTEL_LOG_USER_PROMPTS": "0",
+    }

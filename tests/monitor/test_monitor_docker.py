@@ -194,3 +194,28 @@ def test_down_keeps_data_unless_volumes(live_stack: StackEnv, docker_client: Any
     assert f"volume {env.prefix}-opensearch: removed" in gone.output
     assert _volumes(docker_client, env) == set()
     assert _containers(docker_client, env) == {}
+
+
+def test_failed_up_says_what_it_left_behind_and_how_to_load_images(
+    live_stack: StackEnv, docker_client: Any
+) -> None:
+    """No registry here: digest references cannot be pulled, so compose fails for real."""
+    env = live_stack
+    env.settings["image_refs"] = "digest"
+    env.write_settings()
+    result = env.run("up", "--timeout", "60")
+    assert result.exit_code == 1
+    assert "error: ComposeError: docker compose up failed" in result.output
+    lines = result.output.splitlines()
+    at = lines.index(
+        f"left behind: network {env.network} (created by this run), the stack's containers "
+        f"that started, and the rendered files in {env.data_dir}"
+    )
+    assert lines[at + 1] == (
+        f"  remove them: `netlogger monitor down`, then `docker network rm {env.network}` "
+        "(only if no other Clawker service uses it)"
+    )
+    assert lines[at + 2] == "images: no registry reachable? on a host that reaches one:"
+    assert lines[at + 4].startswith("  docker save otel/opentelemetry-collector-contrib:0.144.0 ")
+    assert lines[at + 5].startswith("  then here: `docker load -i monitor-images.tar.gz`")
+    assert [n.name for n in _networks(docker_client, env)] == [env.network]  # as it says

@@ -62,6 +62,25 @@ AGENT_KEYS = {
     "nat64",
     "policy",
     "dns.qname",
+    "container_name",
+    "cgroup_path",
+}
+# The audit trail (issue 11): one record per control action.
+CONTROL_KEYS = {
+    "control.command",
+    "control.result",
+    "control.error",
+    "control.by",
+    "control.target",
+    "control.uid",
+    "control.pid",
+    "control.trigger",
+    "control.mode_before",
+    "control.mode_after",
+    "control.policy_before",
+    "control.policy_after",
+    "control.bypass_s",
+    "control.bypass_until",
 }
 TYPES = {
     "cgroup_id": "keyword",
@@ -85,6 +104,21 @@ TYPES = {
     "gid": "long",
     "policy": "keyword",
     "dns.qname": "keyword",
+    "container_name": "keyword",
+    "cgroup_path": "keyword",
+    "control.command": "keyword",
+    "control.result": "keyword",
+    "control.error": "keyword",
+    "control.by": "keyword",
+    "control.uid": "long",
+    "control.pid": "long",
+    "control.trigger": "keyword",
+    "control.mode_before": "keyword",
+    "control.mode_after": "keyword",
+    "control.policy_before": "keyword",
+    "control.policy_after": "keyword",
+    "control.bypass_s": "double",
+    "control.bypass_until": "date",
 }
 
 
@@ -116,6 +150,7 @@ def test_ebpf_keys_cover_design_and_agent_lists(ebpf_mapping: dict[str, Any]) ->
     keys = set(indices.ebpf_record_keys())
     assert keys >= DESIGN_KEYS, DESIGN_KEYS - keys
     assert keys >= AGENT_KEYS, AGENT_KEYS - keys
+    assert keys >= CONTROL_KEYS, CONTROL_KEYS - keys
     for key in keys:
         _leaf(ebpf_mapping, key)  # present in the nested mapping
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from netlogger.pipeline.decode import Rfc3339
-from netlogger.pipeline.record import EVENT_NAMES, Gap, Record
+from netlogger.pipeline.record import EVENT_NAMES, Control, Gap, Record
 
 HOST = "host-a"
 BOOT_WALL_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: wall clock at boot
@@ -51,6 +51,34 @@ def decision(seq: int, cgroup_id: str = "4242", **fields: Any) -> Record:
     }
     values.update(fields)
     return Record(**values)
+
+
+def control(**fields: Any) -> Control:
+    """A bypass of container web-1 asked for by uid 0 pid 42; `fields` override any of it."""
+    values: dict[str, Any] = {
+        "event_name": EVENT_NAMES["control"],
+        "ts": "2026-01-01T00:00:00.500000000Z",
+        "command": "bypass",
+        "result": "done",
+        "by": "peer",
+        "target": "container web-1",
+        "uid": 0,
+        "pid": 42,
+        "mode_before": "enforce",
+        "mode_after": "bypass",
+        "policy_before": "default",
+        "policy_after": "default",
+        "bypass_s": 600.0,
+        "bypass_until": "2026-01-01T00:10:00.500000000Z",
+        "cgroup_id": "4242",
+        "cgroup_path": "/sys/fs/cgroup/web-1",
+        "host_name": HOST,
+        "container_id": "c0ffee",
+        "container_name": "web-1",
+        "agent": "agent-1",
+    }
+    values.update(fields)
+    return Control(**values)
 
 
 def every_kind() -> list[Record | Gap]:

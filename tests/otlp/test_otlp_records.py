@@ -14,7 +14,7 @@ from netlogger.pipeline.record import EVENT_NAMES, Item, Record
 from netlogger.sinks.otlp import encode
 from tests.otlp.conftest import MakeSink
 from tests.otlp.receiver import Receiver, attributes, value
-from tests.otlp.records import HOST, every_kind
+from tests.otlp.records import HOST, control, every_kind
 
 
 def typed(attrs: dict[str, Any]) -> dict[str, tuple[type, Any]]:
@@ -167,3 +167,46 @@ def test_per_record_ints_survive_every_varint_length(number: int) -> None:
     item = decision(number, bpf_ts_ns=number, sock_cookie=number)
     (rec,) = ScopeLogs.FromString(encode.LogEncoder(HOST).encode([item], 1)).log_records
     assert typed(attributes(rec)) == typed(expected_attributes(item))
+
+
+def test_control_records_arrive_with_exact_attributes(
+    receiver: Receiver, make_sink: MakeSink
+) -> None:
+    refused = control(
+        command="enroll",
+        result="refused",
+        error="UsageError: no policy named 'nope' (known: default)",
+        by="peer",
+        mode_after="enforce",
+        mode_before="enforce",
+        bypass_s=None,
+        bypass_until=None,
+    )
+    automatic = control(
+        command="unenroll", by="agent", uid=None, pid=None, trigger="container_stop",
+        mode_after=None, policy_after=None, bypass_s=None, bypass_until=None,
+    )  # fmt: skip
+    items = [control(), refused, automatic]
+    sink = make_sink(receiver.port)
+    sink.export(items)
+    sink.force_flush(20)
+    assert receiver.wait_for(len(items))
+    got = receiver.records()
+    for item, rec in zip(items, got, strict=True):
+        assert typed(attributes(rec)) == typed(expected_attributes(item))
+        assert rec.event_name == "ebpf.egress.control"
+        assert rec.time_unix_nano == unix_ns(item.ts)
+    assert attributes(got[0])["record_id"] == (
+        f"{HOST}:4242:control:bypass:2026-01-01T00:00:00.500000000Z"
+    )
+    assert [(r.severity_number, r.severity_text) for r in got] == [
+        (9, "INFO"),
+        (13, "WARN"),
+        (9, "INFO"),
+    ]
+    assert [value(r.body) for r in got] == [
+        "bypass container web-1 by uid 0 pid 42: done",
+        "enroll container web-1 by uid 0 pid 42: refused "
+        "(UsageError: no policy named 'nope' (known: default))",
+        "unenroll container web-1 by agent (container_stop): done",
+    ]

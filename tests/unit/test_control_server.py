@@ -8,7 +8,10 @@ real `tail.serve`).
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from netlogger import control, tail
+from netlogger.control.server import Peer
 from netlogger.pipeline.fanout import Fanout
 from tests.unit.ring_bytes import decoder, event
 
@@ -30,7 +34,9 @@ class Echo:
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
 
-    def handle(self, request: dict[str, Any]) -> Any:
+    def handle(self, request: dict[str, Any], peer: Peer) -> Any:
+        if request["op"] == "whoami":
+            return {"pid": peer.pid, "uid": peer.uid, "gid": peer.gid}
         return {"pong": request["op"]}
 
     def stream(
@@ -110,3 +116,20 @@ def test_a_tail_stream_outlives_the_idle_timeout(served) -> None:
         ]
         assert server.open_connections() == 1
     until(lambda: fanout.subscribers() == 0 and server.open_connections() == 0)
+
+
+def test_the_peer_is_who_the_kernel_says_it_is(served) -> None:
+    """SO_PEERCRED: the pid and uid of the process on the other end, whatever it claims."""
+    path, _, _ = served
+    assert control.request(path, "whoami", pid=1, uid=1234) == {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import json, sys; from netlogger import control; from pathlib import Path; "
+         f"print(json.dumps(control.request(Path({str(path)!r}), 'whoami')))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(child.stdout)["pid"] != os.getpid()

@@ -20,6 +20,7 @@ JSONL sink: absent when unknown, never empty) plus `record_id`:
 
     decision  "<host>:<cgroup_id>:<seq>:<bpf_ts_ns>"
     gap       "<host>:<cgroup_id or ->:gap:<gap.kind>:<gap.sink or ->:<seq_first>-<seq_last>:<ts>"
+    control   "<host>:<cgroup_id or ->:control:<control.command>:<ts>"
 
 The id is computed when the record first enters the sink and travels inside the stored bytes,
 so a replayed duplicate is byte-identical and downstream can drop it by id.
@@ -40,12 +41,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from netlogger.pipeline.record import EVENT_NAMES, DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.otlp.spool import DNS_SPAN_PREFIX, Span, Spans
 
 # OpenTelemetry severity numbers: INFO=9, WARN=13.
 SEVERITY = {"allowed": (9, "INFO"), "denied": (13, "WARN"), "bypassed": (13, "WARN")}
 GAP_SEVERITY = (13, "WARN")  # a loss is worth a look
+CONTROL_SEVERITY = {"done": (9, "INFO"), "refused": (13, "WARN")}
 _UNKNOWN_SEVERITY = (9, "INFO")
 
 # Per-record fields: encoded for every record, never cached.
@@ -159,6 +161,8 @@ def record_id(item: Item, host: str) -> str:
         return f"{host}:{item.cgroup_id}:{item.seq}:{item.bpf_ts_ns}"
     if isinstance(item, DnsRecord):
         return f"{host}:{item.cgroup_id}:dns:{item.seq}:{item.bpf_ts_ns}"
+    if isinstance(item, Control):
+        return f"{host}:{item.cgroup_id or '-'}:control:{item.command}:{item.ts}"
     first = "" if item.gap_seq_first is None else item.gap_seq_first
     last = "" if item.gap_seq_last is None else item.gap_seq_last
     return (
@@ -193,6 +197,13 @@ def gap_body(gap: Gap) -> str:
     sink = f" in sink {gap.gap_sink}" if gap.gap_sink else ""
     where = f" from cgroup {gap.cgroup_id}" if gap.cgroup_id else ""
     return f"lost {gap.gap_count} records{where}: {gap.gap_kind}{sink}"
+
+
+def control_body(c: Control) -> str:
+    """`bypass container web-1 by uid 0 pid 4242: done` — short, for people."""
+    who = f"uid {c.uid} pid {c.pid}" if c.by == "peer" else f"agent ({c.trigger})"
+    why = f" ({c.error})" if c.error else ""
+    return f"{c.command} {c.target} by {who}: {c.result}{why}"
 
 
 def _header(severity: tuple[int, str], body: str, event_name: str) -> bytes:
@@ -349,6 +360,9 @@ class LogEncoder:
             head = _header(GAP_SEVERITY, gap_body(item), item.event_name)
         elif isinstance(item, DnsRecord):
             head = _header(SEVERITY["allowed"], dns_body(item), item.event_name)
+        elif isinstance(item, Control):
+            severity = CONTROL_SEVERITY.get(item.result, _UNKNOWN_SEVERITY)
+            head = _header(severity, control_body(item), item.event_name)
         else:
             severity = SEVERITY.get(item.action, _UNKNOWN_SEVERITY)
             head = _header(severity, decision_body(attrs), item.event_name)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from netlogger.errors import StateError
-from netlogger.pipeline.record import DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import Control, DnsRecord, Gap, Item, Record
 
 _NAME = re.compile(r"(\d{16})(?:-(\d{16}))?\.(seg|gap)")
 
@@ -85,6 +85,8 @@ def spans_of(items: Sequence[Item]) -> Spans:
         elif type(item) is DnsRecord:
             span = Span(1, item.seq, item.seq, item.ts)
             key = DNS_SPAN_PREFIX + item.cgroup_id
+        elif isinstance(item, Control):  # no seq: an evicted one is a loss of no cgroup's
+            span, key = Span(1, None, None, item.ts), None
         else:
             assert isinstance(item, Gap)
             span = Span(item.gap_count, item.gap_seq_first, item.gap_seq_last, item.ts)
