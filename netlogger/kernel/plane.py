@@ -88,6 +88,7 @@ class Plane:
         self.cidrs = typed("nl_cidrs")
         self.resolvers = typed("nl_resolvers")
         self.levels = typed("nl_levels")
+        self.folds = typed("nl_folds")
         self.labels = typed("nl_labels")
         self.reported = typed("nl_reported")
         self.pending = typed("nl_pending")
@@ -110,6 +111,23 @@ class Plane:
             if wanted(name, layers)
         }
         self.prog_fds = {n: fd for n, fd in self.prog_fds.items() if fd >= 0}  # loaded ones
+
+    def flush_folds(self) -> None:
+        """Write every folded repeat not yet in a record to the ring (bpf/fold.bpf.c)."""
+        for cg, _ in self.folds.items():
+            ctx = abi.FlushCtx(cg)
+            opts = libbpf.TestRunOpts(
+                sz=ctypes.sizeof(libbpf.TestRunOpts),
+                ctx_in=ctypes.addressof(ctx),
+                ctx_size_in=ctypes.sizeof(ctx),
+            )
+            libbpf.call(
+                libbpf.bpf_prog_test_run_opts,
+                libbpf.Op.RUN,
+                f"run nl_flush_folds for cgroup id {cg}",
+                self.prog_fds["nl_flush_folds"],
+                ctypes.byref(opts),
+            )
 
     def keep_link(self, link: int) -> None:
         """Hold our handle of a link until close (the pinned link outlives it)."""
