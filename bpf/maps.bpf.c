@@ -48,6 +48,7 @@ struct nl_abi {
 	enum nl_family family;
 	enum nl_port port;
 	enum nl_cidr_prefix cidr_prefix;
+	enum nl_flush flush;
 	enum nl_writer writer;
 	enum nl_dns_verdict dns_verdict;
 	enum nl_dns_flag dns_flag;

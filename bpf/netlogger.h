@@ -449,6 +449,11 @@ struct nl_dns_query {
 };
 
 /* The context the agent runs nl_flush_folds with: the cgroup to flush. */
+/* Where nl_flush_ctx starts in nl_flush_folds' test packet: past an Ethernet header. */
+enum nl_flush {
+	NL_FLUSH_CTX_OFF = 14,
+};
+
 struct nl_flush_ctx {
 	__u64 cgroup_id;
 };

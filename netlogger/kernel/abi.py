@@ -48,6 +48,10 @@ class CidrPrefix(enum.IntEnum):
     BITS = 40  # policy_id + family: an nl_cidr_key's prefixlen is this + the address prefix
 
 
+class Flush(enum.IntEnum):
+    CTX_OFF = 14  # nl_flush_folds reads its nl_flush_ctx past an Ethernet header
+
+
 class Writer(enum.IntEnum):
     """Who wrote an nl_cidrs entry; each writer deletes only its own."""
 
@@ -134,6 +138,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_family": (Family, "NL_FAMILY_"),
     "nl_port": (Port, "NL_PORT_"),
     "nl_cidr_prefix": (CidrPrefix, "NL_CIDR_PREFIX_"),
+    "nl_flush": (Flush, "NL_FLUSH_"),
     "nl_writer": (Writer, "NL_WRITER_"),
     "nl_op": (Op, "NL_OP_"),
     "nl_action": (Action, "NL_ACTION_"),

@@ -35,7 +35,7 @@ from netlogger.kernel import libbpf
 from netlogger.kernel.spec import AttachType
 
 PROG_SCHED_CLS, PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 3, 8, 9, 18
-PROG_LSM, PROG_TRACING, PROG_SYSCALL = 29, 26, 31
+PROG_LSM, PROG_TRACING = 29, 26
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_LRU_HASH, MAP_LPM_TRIE = 1, 2, 6, 9, 11
 MAP_HASH_OF_MAPS, MAP_RINGBUF = 13, 27
 ATTACH_CGROUP_INET_INGRESS = AttachType.CGROUP_INET_INGRESS
@@ -43,7 +43,6 @@ ATTACH_TRACE_RAW_TP = AttachType.TRACE_RAW_TP
 ATTACH_INET_SOCK_CREATE = AttachType.CGROUP_INET_SOCK_CREATE
 ATTACH_INET4_CONNECT = AttachType.CGROUP_INET4_CONNECT
 BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_SLEEPABLE = 1 << 4
 
 # The attach type each probed program type is loaded with: a cgroup_sock_addr
 # program without one is refused before the verifier looks at it.
@@ -54,7 +53,6 @@ ATTACH_FOR = {
 }
 
 # A syscall program is refused unless it is sleepable.
-FLAGS_FOR = {PROG_SYSCALL: BPF_F_SLEEPABLE}
 
 _LOG_BYTES = 64 << 10
 
@@ -99,7 +97,6 @@ def _load(prog_type: int, code: bytes, log: ctypes.Array[ctypes.c_char] | None) 
     opts = libbpf.ProgLoadOpts(
         sz=ctypes.sizeof(libbpf.ProgLoadOpts),
         expected_attach_type=ATTACH_FOR.get(prog_type, 0),
-        prog_flags=FLAGS_FOR.get(prog_type, 0),
     )
     if log is not None:
         opts.log_level, opts.log_size, opts.log_buf = 1, len(log), ctypes.addressof(log)
@@ -259,13 +256,14 @@ HELPERS = [
 
 # What nl_flush_folds (bpf/fold.bpf.c), the program the agent runs, calls.
 FLUSH_HELPERS = [
-    (1, "map_lookup_elem", "5.14"),
-    (8, "get_smp_processor_id", "5.14"),
-    (93, "spin_lock", "5.14"),
-    (94, "spin_unlock", "5.14"),
-    (131, "ringbuf_reserve", "5.14"),
-    (132, "ringbuf_submit", "5.14"),
-    (134, "ringbuf_query", "5.14"),
+    (1, "map_lookup_elem", "4.1"),
+    (8, "get_smp_processor_id", "4.1"),
+    (26, "skb_load_bytes", "4.5"),
+    (93, "spin_lock", "5.1"),
+    (94, "spin_unlock", "5.1"),
+    (131, "ringbuf_reserve", "5.8"),
+    (132, "ringbuf_submit", "5.8"),
+    (134, "ringbuf_query", "5.8"),
 ]
 
 # What the DNS hooks (cgroup_skb, bpf/dns.bpf.c) call besides map access.
@@ -285,7 +283,7 @@ SKB_HELPERS = [
 FEATURES: list[Feature] = [
     Feature("program type cgroup_sock_addr", "4.17", _prog(PROG_CGROUP_SOCK_ADDR)),
     Feature("program type cgroup_sock", "4.10", _prog(PROG_CGROUP_SOCK)),
-    Feature("program type syscall (the fold flush)", "5.14", _prog(PROG_SYSCALL)),
+    Feature("program type sched_cls (the fold flush, the backstop)", "4.1", _prog(PROG_SCHED_CLS)),
     Feature("jmp32 instructions (clang -mcpu=v3)", "5.1", _jmp32),
     Feature("atomic fetch-and-add (BPF_ATOMIC | BPF_FETCH)", "5.12", _atomic_fetch),
     Feature("read-only global data (.rodata map)", "5.2", _rodata_map),
@@ -310,7 +308,7 @@ FEATURES: list[Feature] = [
         for helper_id, name, since in HELPERS
     ],
     *[
-        Feature(f"helper {name} in syscall", since, _helper(PROG_SYSCALL, helper_id))
+        Feature(f"helper {name} in sched_cls", since, _helper(PROG_SCHED_CLS, helper_id))
         for helper_id, name, since in FLUSH_HELPERS
     ],
 ]

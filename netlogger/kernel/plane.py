@@ -115,11 +115,12 @@ class Plane:
     def flush_folds(self) -> None:
         """Write every folded repeat not yet in a record to the ring (bpf/fold.bpf.c)."""
         for cg, _ in self.folds.items():
-            ctx = abi.FlushCtx(cg)
+            # A test packet: an Ethernet header's worth of zeros, then the cgroup id.
+            packet = ctypes.create_string_buffer(bytes(abi.Flush.CTX_OFF) + bytes(abi.FlushCtx(cg)))
             opts = libbpf.TestRunOpts(
                 sz=ctypes.sizeof(libbpf.TestRunOpts),
-                ctx_in=ctypes.addressof(ctx),
-                ctx_size_in=ctypes.sizeof(ctx),
+                data_in=ctypes.addressof(packet),
+                data_size_in=len(packet.raw),
             )
             libbpf.call(
                 libbpf.bpf_prog_test_run_opts,

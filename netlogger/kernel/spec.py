@@ -119,9 +119,9 @@ PROGRAMS: dict[str, ProgramSpec] = {
     ),
     # Attached by the loader where the kernel takes it (loader.py, Plane.tracing).
     "nl_cgroup_mkdir": ProgramSpec("tp_btf/cgroup_mkdir", AttachType.TRACE_RAW_TP, on_scope=False),
-    # Never attached: the agent runs it (BPF_PROG_TEST_RUN; Plane.flush_folds). A syscall
+    # Never attached: the agent runs it (BPF_PROG_TEST_RUN; Plane.flush_folds). A tc
     # program's expected attach type is 0, which bpf_attach_type names CGROUP_INET_INGRESS.
-    "nl_flush_folds": ProgramSpec("syscall", AttachType.CGROUP_INET_INGRESS, on_scope=False),
+    "nl_flush_folds": ProgramSpec("tc", AttachType.CGROUP_INET_INGRESS, on_scope=False),
 }
 BACKSTOP = "nl_backstop"
 TRACING = [n for n, p in PROGRAMS.items() if p.attach_type == AttachType.TRACE_RAW_TP]
