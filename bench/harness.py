@@ -24,8 +24,8 @@ from netlogger.kernel.plane import Plane
 from netlogger.policy.compile import PolicySet
 from netlogger.workload import Workload
 
-# A ring big enough for a whole round, and every record kept: nothing throttled.
-UNTHROTTLED = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0)
+# A ring big enough for a whole round, and every record kept: nothing throttled or folded.
+UNTHROTTLED = loader.Settings(ring_bytes=64 << 20, allowed_per_sec=0, fold_window_ns=0)
 POLICY = "policies:\n  bench:\n    allow:\n      - {cidr: 198.18.0.0/24, ports: [5000]}\n"
 
 

@@ -1,10 +1,10 @@
 """Sustained decisions per second through decode + enrich + JSONL, on one core.
 
 Each round fills the ring with N real records (an enrolled workload's UDP
-connects, throttling off), then moves them with the agent's own pieces on one
-thread: batch drain -> decode -> enrich -> JSONL sink (written to a tmpfs file).
-The baseline, in the same run, is the one-ctypes-callback-per-record consumer
-draining the same N records and doing nothing else.
+connects, throttling and folding off), then moves them with the agent's own
+pieces on one thread: batch drain -> decode -> enrich -> JSONL sink (written to
+a tmpfs file). The baseline, in the same run, is the one-ctypes-callback-per-
+record consumer draining the same N records and doing nothing else.
 
 Usage: sudo python3 bench/pipeline.py [--records N] [--rounds R]
 """
@@ -13,56 +13,82 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import arguments, bench_plane, rates
+from bench.harness import Bench, arguments, bench_plane, rates
 from bench.ring_drain import callback_drain
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import AttributionEnricher
 from netlogger.sinks.jsonl import JsonlSink
 
 
+@dataclass
+class Rates:
+    callback: float  # records/s, the baseline
+    pipeline: float
+    lost: int
+
+
+def agent_pipeline(bench: Bench, out: Path) -> Callable[[], int]:
+    """The agent's drain -> decode -> enrich -> JSONL, one batch per call."""
+    plane, policies = bench.plane, bench.policies
+    ring = bench.stack.enter_context(plane.reader())
+    sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
+    bench.stack.callback(sink.shutdown)
+    by_id = policies.by_id()
+    decoder = Decoder(
+        lambda r: policies.rules[r].name if r in policies.rules else None,
+        lambda p: by_id[p].name,
+        "bench-host",
+    )
+    enricher = AttributionEnricher(plane.labels.lookup)
+
+    def move() -> int:
+        records = decoder.decode_all(ring.drain())
+        enricher.enrich(records)
+        sink.export(records)
+        return len(records)
+
+    return move
+
+
+def measure(bench: Bench, records: int, rounds: int) -> Rates:
+    producer = bench.child("producer", agent="bench-agent", project="bench")
+    w = bench.workload(producer)
+    out = Path(bench.stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
+    move = agent_pipeline(bench, out)
+    fill = lambda: w("flood", family=4, addr=bench.net.peer4, port=5000, count=records)  # noqa: E731
+    measured = rates(
+        rounds,
+        records,
+        fill,
+        {"callback": lambda: len(callback_drain(bench.plane.ring_fd)), "pipeline": move},
+    )
+    lost = bench.plane.cgroup_state.lookup(producer.id).ringbuf_lost
+    return Rates(
+        statistics.median(measured["callback"]), statistics.median(measured["pipeline"]), lost
+    )
+
+
+def report(r: Rates, records: int, rounds: int) -> None:
+    print(
+        f"decode + enrich + JSONL, {records} records per round, median of {rounds} ({r.lost} lost)"
+    )
+    print(f"  callback consumer (drain only)   {r.callback / 1e3:7.0f} k records/s   1.00x")
+    print(
+        f"  pipeline (drain..JSONL)          {r.pipeline / 1e3:7.0f} k records/s   "
+        f"{r.pipeline / r.callback:.2f}x"
+    )
+    print(f"target: >= 300 k/s -> {r.pipeline / 1e3:.0f} k/s")
+
+
 def main() -> None:
     args = arguments(__doc__, records=300_000, rounds=3)
-    with bench_plane() as bench, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
-        plane, policies = bench.plane, bench.policies
-        producer = bench.child("producer", agent="bench-agent", project="bench")
-        ring = bench.stack.enter_context(plane.reader())
-        w = bench.workload(producer)
-        sink = JsonlSink(Path(out) / "egress.jsonl", 1 << 30, 2)
-        bench.stack.callback(sink.shutdown)
-        by_id = policies.by_id()
-        decoder = Decoder(
-            lambda r: policies.rules[r].name if r in policies.rules else None,
-            lambda p: by_id[p].name,
-            "bench-host",
-        )
-        enricher = AttributionEnricher(plane.labels.lookup)
-
-        def pipeline() -> int:
-            records = decoder.decode_all(ring.drain())
-            enricher.enrich(records)
-            sink.export(records)
-            return len(records)
-
-        fill = lambda: w("flood", family=4, addr=bench.net.peer4, port=5000, count=args.records)  # noqa: E731
-        measured = rates(
-            args.rounds,
-            args.records,
-            fill,
-            {"callback": lambda: len(callback_drain(plane.ring_fd)), "pipeline": pipeline},
-        )
-        lost = plane.cgroup_state.lookup(producer.id).ringbuf_lost
-
-    base = statistics.median(measured["callback"])
-    pipe = statistics.median(measured["pipeline"])
-    print(
-        f"decode + enrich + JSONL, {args.records} records per round, median of {args.rounds} "
-        f"({lost} lost)"
-    )
-    print(f"  callback consumer (drain only)   {base / 1e3:7.0f} k records/s   1.00x")
-    print(f"  pipeline (drain..JSONL)          {pipe / 1e3:7.0f} k records/s   {pipe / base:.2f}x")
-    print(f"target: >= 300 k/s -> {pipe / 1e3:.0f} k/s")
+    with bench_plane() as bench:
+        r = measure(bench, args.records, args.rounds)
+    report(r, args.records, args.rounds)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ struct nl_cidrs_def nl_cidrs SEC(".maps");
 struct nl_resolvers_def nl_resolvers SEC(".maps");
 struct nl_levels_def nl_levels SEC(".maps");
 struct nl_pending_def nl_pending SEC(".maps");
+struct nl_folds_def nl_folds SEC(".maps");
 struct nl_labels_def nl_labels SEC(".maps");
 struct nl_reported_def nl_reported SEC(".maps");
 struct nl_meta_def nl_meta SEC(".maps");
@@ -35,6 +36,8 @@ const volatile struct nl_config nl_cfg = {};
  */
 struct nl_abi {
 	struct nl_event event;
+	struct nl_folds folds;
+	struct nl_flush_ctx flush_ctx;
 	enum nl_op op;
 	enum nl_action action;
 	enum nl_mode mode;
@@ -45,6 +48,7 @@ struct nl_abi {
 	enum nl_family family;
 	enum nl_port port;
 	enum nl_cidr_prefix cidr_prefix;
+	enum nl_flush flush;
 	enum nl_writer writer;
 	enum nl_dns_verdict dns_verdict;
 	enum nl_dns_flag dns_flag;

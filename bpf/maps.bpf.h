@@ -169,6 +169,14 @@ struct nl_pending_def {
 	__type(value, struct nl_pending);
 };
 extern struct nl_pending_def nl_pending SEC(".maps");
+struct nl_folds_def {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct nl_folds);
+};
+extern struct nl_folds_def nl_folds SEC(".maps");
 
 /* Agent-only state, pinned beside the maps the programs use. */
 struct nl_labels_def {

@@ -18,13 +18,15 @@
 #define NETLOGGER_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
-#define NL_ABI_VERSION 2
+#define NL_ABI_VERSION 3
 
 #define NL_COMM_LEN 16
 #define NL_MAX_LEVELS 32	 /* cgroup depths the enrollment lookup searches */
 #define NL_MAX_PORT_RULES 16	 /* port rules per (policy, prefix) */
 #define NL_CGROUP_NAME_LEN 128 /* a cgroup directory name, NUL included */
+#define NL_FOLD_SLOTS 8	 /* distinct decisions folded at once per enrolled cgroup */
 
 /* The values of AF_INET, AF_INET6, AF_PACKET and AF_XDP. */
 enum nl_family {
@@ -125,10 +127,16 @@ struct nl_event {
 	__u64 cgroup_id;      /* the enrolled cgroup that decided */
 	__u64 task_cgroup_id; /* the task's own cgroup (may be a descendant) */
 	__u64 sock_cookie;
+	/* A record may stand for repeat_count identical decisions (folded, see
+	 * emit.bpf.h): itself the last of them, the first at repeat_first_ns with
+	 * sequence number repeat_seq_first. repeat_count is 1 for a lone one. */
+	__u64 repeat_first_ns;
+	__u64 repeat_seq_first;
 	__u32 pid; /* thread group id */
 	__u32 tid;
 	__u32 uid;
 	__u32 gid;
+	__u32 repeat_count;
 	__u32 rule_id;	 /* identity of the rule that decided, 0 when none */
 	__u32 policy_id;
 	__u8 daddr[16];	 /* as asked; IPv4 in the first four bytes */
@@ -140,8 +148,44 @@ struct nl_event {
 	__u8 mode;	 /* enum nl_mode */
 	__u8 reason;	 /* enum nl_reason */
 	__u8 flags;	 /* enum nl_flag */
-	__u8 pad[4];
 	char comm[NL_COMM_LEN];
+};
+
+/* What makes two decisions "the same" for folding (besides the enrolled
+ * cgroup, which keys nl_folds): the task, the verdict and the destination. */
+struct nl_fold_key {
+	__u8 daddr[16];
+	__u32 tgid;
+	__u32 rule_id;
+	__u16 dport;
+	__u8 op;
+	__u8 action;
+	__u8 reason;
+	__u8 flags;
+	__u8 mode;
+	__u8 sock_type;
+};
+
+/* One decision being folded: repeats of it within nl_config.fold_window_ns
+ * of its last record are counted here instead of written to the ring. */
+struct nl_fold_slot {
+	struct nl_fold_key key;
+	__u64 last_record_ns; /* when the last record of this decision was written */
+	__u64 first_ns;	      /* the first folded repeat not yet in a record */
+	__u64 last_ns;	      /* the last one */
+	__u64 seq_first;
+	__u64 seq_last;
+	__u32 count; /* folded repeats not yet in a record */
+	__u32 ready; /* `last` holds the last record of `key`: a flush can copy it */
+	struct nl_event last;
+};
+
+/* nl_folds: enrolled cgroup id -> its folds, under one lock: a repeat is
+ * either counted in a slot or in a record, never both and never neither. */
+struct nl_folds {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	struct nl_fold_slot slots[NL_FOLD_SLOTS];
 };
 
 /* nl_enrollments: cgroup id -> how that cgroup is governed. Written by the agent. */
@@ -404,6 +448,16 @@ struct nl_dns_query {
 	__u64 ts_ns;  /* when it was sent */
 };
 
+/* The context the agent runs nl_flush_folds with: the cgroup to flush. */
+/* Where nl_flush_ctx starts in nl_flush_folds' test packet: past an Ethernet header. */
+enum nl_flush {
+	NL_FLUSH_CTX_OFF = 14,
+};
+
+struct nl_flush_ctx {
+	__u64 cgroup_id;
+};
+
 /* Loader-set constants (.rodata), fixed at load time. */
 struct nl_config {
 	__u64 allow_interval_ns;  /* 1e9 / allowed records per second per cgroup; 0 = no limit */
@@ -411,6 +465,7 @@ struct nl_config {
 	__u64 wakeup_bytes;	  /* wake the agent once this much is waiting in the ring */
 	__u64 dns_ttl_floor_ns;	  /* an admitted address lives at least this long */
 	__u64 dns_ttl_cap_ns;	  /* and at most this long, whatever the TTL says */
+	__u64 fold_window_ns;	  /* fold a decision repeated this soon after its record; 0 = never */
 };
 
 _Static_assert(NL_CIDR_PREFIX_BITS == 8 * (__builtin_offsetof(struct nl_cidr_key, addr) -

@@ -35,7 +35,7 @@ from typing import Any
 from netlogger import control, privileges
 from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
-from netlogger.config.check import Checked
+from netlogger.config.check import Checked, fold_window_ns
 from netlogger.config.model import Containers
 from netlogger.config.model import Sink as SinkSpec
 from netlogger.container_watch import ContainerWatch, Ops
@@ -115,7 +115,10 @@ class Agent:
     def _settings(self) -> loader.Settings:
         limits = self.config.limits
         return loader.Settings(
-            parse_size(limits.ring_size), limits.allowed_per_sec, limits.allowed_burst
+            parse_size(limits.ring_size),
+            limits.allowed_per_sec,
+            limits.allowed_burst,
+            fold_window_ns=fold_window_ns(limits),
         )
 
     def start(self) -> None:
@@ -292,6 +295,7 @@ class Agent:
             losses,
             self._already_written(sinks, reader),
             answers,
+            flush_folds=self.plane.flush_folds,
         )
 
     def _dns_status(self) -> dict[str, Any]:

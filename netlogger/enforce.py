@@ -251,6 +251,8 @@ class Enforcer:
         with _restoring(undo):
             if p.cgroup_state.insert_new(cg, abi.CgroupState()):
                 undo.append((p.cgroup_state, cg, None))
+            if p.folds.insert_new(cg, abi.Folds()):
+                undo.append((p.folds, cg, None))
             undo.append((p.labels, cg, p.labels.lookup(cg)))
             p.labels.update(cg, labels)
             undo.append((p.enrollments, cg, p.enrollments.lookup(cg)))
@@ -291,7 +293,8 @@ class Enforcer:
         p = self.plane
         if p.enrollments.delete(cgroup_id):
             self._update_levels()
-        for bpf_map in (p.labels, p.cgroup_state, p.reported):
+        p.flush_folds()  # its last repeats reach the ring before its entry goes
+        for bpf_map in (p.labels, p.folds, p.cgroup_state, p.reported):
             bpf_map.delete(cgroup_id)
         p.drop_dns_sets(cgroup_id)
 

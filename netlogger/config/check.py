@@ -178,6 +178,9 @@ def _original(path: Path_, kept: dict[Path_, list[int]]) -> Path_:
 # -- values ----------------------------------------------------------------
 
 
+FOLD_WINDOW_MIN, FOLD_WINDOW_MAX = 0.001, 10.0  # seconds
+
+
 def _limits(limits: Limits) -> list[Located]:
     """The limits as the kernel takes them (kernel/loader.py Settings.config), never wrapped."""
     problems: list[Located] = []
@@ -211,7 +214,24 @@ def _limits(limits: Limits) -> list[Located]:
                     f"tolerance; at most {most}",
                 )
             )
+    try:
+        window = parse_duration(limits.fold_window)
+        if not FOLD_WINDOW_MIN <= window <= FOLD_WINDOW_MAX:
+            problems.append(
+                (
+                    ("limits", "fold_window"),
+                    f"{limits.fold_window!r} is not from 1ms to 10s; turn folding off "
+                    "with `fold: false`",
+                )
+            )
+    except ValueError as exc:
+        problems.append((("limits", "fold_window"), str(exc)))
     return problems
+
+
+def fold_window_ns(limits: Limits) -> int:
+    """The kernel's fold window for checked limits; 0 turns folding off."""
+    return int(parse_duration(limits.fold_window) * 1e9) if limits.fold else 0
 
 
 def _parsed(

@@ -94,6 +94,10 @@ class Limits(_Strict, frozen=True):
     ring_size: int | str = "8MiB"
     allowed_per_sec: int = 1000  # allowed records per enrolled cgroup; 0: no limit
     allowed_burst: int = 2000
+    # Repeats of one decision within fold_window of its last record are counted in the
+    # kernel and carried by a later record (repeat.count), not written one by one.
+    fold: bool = True
+    fold_window: str = "10ms"
 
 
 class Config(_Strict, frozen=True):

@@ -15,7 +15,7 @@ from typing import Any
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 COMM_LEN = 16
 MAX_LEVELS = 32
 MAX_PORT_RULES = 16
@@ -26,6 +26,7 @@ DNS_ADDRS_MAX = 4096
 DNS_QUERIES_MAX = 1024
 DNS_SCRATCH_BYTES = 4608
 CGROUP_NAME_LEN = 128
+FOLD_SLOTS = 8
 
 
 class Family(enum.IntEnum):
@@ -45,6 +46,10 @@ class Port(enum.IntEnum):
 
 class CidrPrefix(enum.IntEnum):
     BITS = 40  # policy_id + family: an nl_cidr_key's prefixlen is this + the address prefix
+
+
+class Flush(enum.IntEnum):
+    CTX_OFF = 14  # nl_flush_folds reads its nl_flush_ctx past an Ethernet header
 
 
 class Writer(enum.IntEnum):
@@ -133,6 +138,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]] = {
     "nl_family": (Family, "NL_FAMILY_"),
     "nl_port": (Port, "NL_PORT_"),
     "nl_cidr_prefix": (CidrPrefix, "NL_CIDR_PREFIX_"),
+    "nl_flush": (Flush, "NL_FLUSH_"),
     "nl_writer": (Writer, "NL_WRITER_"),
     "nl_op": (Op, "NL_OP_"),
     "nl_action": (Action, "NL_ACTION_"),
@@ -159,10 +165,13 @@ class Event(ctypes.Structure):
         ("cgroup_id", u64),
         ("task_cgroup_id", u64),
         ("sock_cookie", u64),
+        ("repeat_first_ns", u64),
+        ("repeat_seq_first", u64),
         ("pid", u32),
         ("tid", u32),
         ("uid", u32),
         ("gid", u32),
+        ("repeat_count", u32),
         ("rule_id", u32),
         ("policy_id", u32),
         ("daddr", u8 * 16),
@@ -174,9 +183,47 @@ class Event(ctypes.Structure):
         ("mode", u8),
         ("reason", u8),
         ("flags", u8),
-        ("pad", u8 * 4),
         ("comm", ctypes.c_char * COMM_LEN),
     ]
+
+
+class FoldKey(ctypes.Structure):
+    _fields_ = [
+        ("daddr", u8 * 16),
+        ("tgid", u32),
+        ("rule_id", u32),
+        ("dport", u16),
+        ("op", u8),
+        ("action", u8),
+        ("reason", u8),
+        ("flags", u8),
+        ("mode", u8),
+        ("sock_type", u8),
+    ]
+
+
+class FoldSlot(ctypes.Structure):
+    _fields_ = [
+        ("key", FoldKey),
+        ("last_record_ns", u64),
+        ("first_ns", u64),
+        ("last_ns", u64),
+        ("seq_first", u64),
+        ("seq_last", u64),
+        ("count", u32),
+        ("ready", u32),
+        ("last", Event),
+    ]
+
+
+class SpinLock(ctypes.Structure):
+    """struct bpf_spin_lock (linux/bpf.h): the kernel's, only sized here."""
+
+    _fields_ = [("val", u32)]
+
+
+class Folds(ctypes.Structure):
+    _fields_ = [("lock", SpinLock), ("pad", u32), ("slots", FoldSlot * FOLD_SLOTS)]
 
 
 class Enrollment(ctypes.Structure):
@@ -347,6 +394,10 @@ class DnsQuery(ctypes.Structure):
     _fields_ = [("qhash", u64), ("ts_ns", u64)]
 
 
+class FlushCtx(ctypes.Structure):
+    _fields_ = [("cgroup_id", u64)]
+
+
 class Config(ctypes.Structure):
     _fields_ = [
         ("allow_interval_ns", u64),
@@ -354,6 +405,7 @@ class Config(ctypes.Structure):
         ("wakeup_bytes", u64),
         ("dns_ttl_floor_ns", u64),
         ("dns_ttl_cap_ns", u64),
+        ("fold_window_ns", u64),
     ]
 
 
@@ -361,6 +413,10 @@ class Config(ctypes.Structure):
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "nl_hdr": Hdr,
     "nl_event": Event,
+    "nl_fold_key": FoldKey,
+    "nl_fold_slot": FoldSlot,
+    "nl_folds": Folds,
+    "nl_flush_ctx": FlushCtx,
     "nl_enrollment": Enrollment,
     "nl_cgroup_state": CgroupState,
     "nl_cpu_loss": CpuLoss,

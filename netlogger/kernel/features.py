@@ -52,6 +52,8 @@ ATTACH_FOR = {
     PROG_CGROUP_SOCK_ADDR: ATTACH_INET4_CONNECT,
 }
 
+# A syscall program is refused unless it is sleepable.
+
 _LOG_BYTES = 64 << 10
 
 # Verifier wording for "this helper is not for you": unknown id; known but not
@@ -93,7 +95,8 @@ def _check_privilege(err: int, what: str) -> None:
 def _load(prog_type: int, code: bytes, log: ctypes.Array[ctypes.c_char] | None) -> tuple[int, int]:
     """Load `code` as `prog_type`: (fd or -1, errno). Closes nothing; the caller does."""
     opts = libbpf.ProgLoadOpts(
-        sz=ctypes.sizeof(libbpf.ProgLoadOpts), expected_attach_type=ATTACH_FOR.get(prog_type, 0)
+        sz=ctypes.sizeof(libbpf.ProgLoadOpts),
+        expected_attach_type=ATTACH_FOR.get(prog_type, 0),
     )
     if log is not None:
         opts.log_level, opts.log_size, opts.log_buf = 1, len(log), ctypes.addressof(log)
@@ -247,6 +250,20 @@ HELPERS = [
     (131, "ringbuf_reserve", "5.8"),
     (132, "ringbuf_submit", "5.8"),
     (134, "ringbuf_query", "5.8"),
+    (93, "spin_lock", "5.1"),  # the fold lock (bpf/emit.bpf.h)
+    (94, "spin_unlock", "5.1"),
+]
+
+# What nl_flush_folds (bpf/fold.bpf.c), the program the agent runs, calls.
+FLUSH_HELPERS = [
+    (1, "map_lookup_elem", "4.1"),
+    (8, "get_smp_processor_id", "4.1"),
+    (26, "skb_load_bytes", "4.5"),
+    (93, "spin_lock", "5.1"),
+    (94, "spin_unlock", "5.1"),
+    (131, "ringbuf_reserve", "5.8"),
+    (132, "ringbuf_submit", "5.8"),
+    (134, "ringbuf_query", "5.8"),
 ]
 
 # What the DNS hooks (cgroup_skb, bpf/dns.bpf.c) call besides map access.
@@ -266,6 +283,7 @@ SKB_HELPERS = [
 FEATURES: list[Feature] = [
     Feature("program type cgroup_sock_addr", "4.17", _prog(PROG_CGROUP_SOCK_ADDR)),
     Feature("program type cgroup_sock", "4.10", _prog(PROG_CGROUP_SOCK)),
+    Feature("program type sched_cls (the fold flush, the backstop)", "4.1", _prog(PROG_SCHED_CLS)),
     Feature("jmp32 instructions (clang -mcpu=v3)", "5.1", _jmp32),
     Feature("atomic fetch-and-add (BPF_ATOMIC | BPF_FETCH)", "5.12", _atomic_fetch),
     Feature("read-only global data (.rodata map)", "5.2", _rodata_map),
@@ -288,6 +306,10 @@ FEATURES: list[Feature] = [
             (PROG_CGROUP_SOCK, "cgroup_sock"),
         )
         for helper_id, name, since in HELPERS
+    ],
+    *[
+        Feature(f"helper {name} in sched_cls", since, _helper(PROG_SCHED_CLS, helper_id))
+        for helper_id, name, since in FLUSH_HELPERS
     ],
 ]
 

@@ -135,6 +135,21 @@ bpf_prog_load = _bind(
     "bpf_prog_load", c_int, c_uint, c_char_p, c_char_p, c_void_p, c_size_t,
     ctypes.POINTER(ProgLoadOpts),
 )  # fmt: skip
+
+
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf >= 0.7)."""
+
+    _fields_ = [
+        ("sz", c_size_t), ("data_in", c_void_p), ("data_out", c_void_p),
+        ("data_size_in", c_uint32), ("data_size_out", c_uint32), ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p), ("ctx_size_in", c_uint32), ("ctx_size_out", c_uint32),
+        ("retval", c_uint32), ("repeat", c_int), ("duration", c_uint32), ("flags", c_uint32),
+        ("cpu", c_uint32), ("batch_size", c_uint32),
+    ]  # fmt: skip
+
+
+bpf_prog_test_run_opts = _bind("bpf_prog_test_run_opts", c_int, c_int, ctypes.POINTER(TestRunOpts))
 bpf_link_create = _bind("bpf_link_create", c_int, c_int, c_int, c_uint, c_void_p)
 bpf_map_update_elem = _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
 bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
@@ -229,6 +244,7 @@ class Op(enum.Enum):
     MOUNT = "mount"  # mount the bpf filesystem
     MAP = "map"  # read or write map entries
     QUERY = "query"  # object info, CPU count
+    RUN = "run"  # run a program (BPF_PROG_TEST_RUN)
 
 
 # The one errno -> error map: an errno that means "not allowed" wins, whatever
@@ -246,6 +262,7 @@ OP_ERRORS: dict[Op, type[KernelError]] = {
     Op.MOUNT: KernelError,
     Op.MAP: MapError,
     Op.QUERY: KernelError,
+    Op.RUN: KernelError,
 }
 
 

@@ -47,6 +47,7 @@ class Settings:
     # answer with TTL 0 (dnsmasq for hosts-file names) and a connect soon after.
     dns_ttl_floor_s: int = 60
     dns_ttl_cap_s: int = 3600
+    fold_window_ns: int = 10_000_000  # fold a decision repeated this soon after its record; 0 = off
 
     def __post_init__(self) -> None:
         for size in (self.ring_bytes, self.dns_ring_bytes):
@@ -56,14 +57,17 @@ class Settings:
             raise UsageError("the DNS TTL floor must be >= 0 and at most the cap")
         if self.allowed_per_sec < 0 or self.allowed_burst < 1:
             raise UsageError("allowed_per_sec must be >= 0 and allowed_burst >= 1")
+        if self.fold_window_ns < 0:
+            raise UsageError("fold_window_ns must be >= 0")
 
     def config(self) -> abi.Config:
         wakeup = min(self.wakeup_bytes, self.ring_bytes // 2)
         ttl = (self.dns_ttl_floor_s * 1_000_000_000, self.dns_ttl_cap_s * 1_000_000_000)
+        fold = self.fold_window_ns
         if not self.allowed_per_sec:
-            return abi.Config(0, 0, wakeup, *ttl)
+            return abi.Config(0, 0, wakeup, *ttl, fold)
         interval = 1_000_000_000 // self.allowed_per_sec
-        return abi.Config(interval, (self.allowed_burst - 1) * interval, wakeup, *ttl)
+        return abi.Config(interval, (self.allowed_burst - 1) * interval, wakeup, *ttl, fold)
 
 
 def _configure(obj: int, settings: Settings) -> None:

@@ -88,6 +88,7 @@ class Plane:
         self.cidrs = typed("nl_cidrs")
         self.resolvers = typed("nl_resolvers")
         self.levels = typed("nl_levels")
+        self.folds = typed("nl_folds")
         self.labels = typed("nl_labels")
         self.reported = typed("nl_reported")
         self.pending = typed("nl_pending")
@@ -110,6 +111,24 @@ class Plane:
             if wanted(name, layers)
         }
         self.prog_fds = {n: fd for n, fd in self.prog_fds.items() if fd >= 0}  # loaded ones
+
+    def flush_folds(self) -> None:
+        """Write every folded repeat not yet in a record to the ring (bpf/fold.bpf.c)."""
+        for cg, _ in self.folds.items():
+            # A test packet: an Ethernet header's worth of zeros, then the cgroup id.
+            packet = ctypes.create_string_buffer(bytes(abi.Flush.CTX_OFF) + bytes(abi.FlushCtx(cg)))
+            opts = libbpf.TestRunOpts(
+                sz=ctypes.sizeof(libbpf.TestRunOpts),
+                data_in=ctypes.addressof(packet),
+                data_size_in=len(packet.raw),
+            )
+            libbpf.call(
+                libbpf.bpf_prog_test_run_opts,
+                libbpf.Op.RUN,
+                f"run nl_flush_folds for cgroup id {cg}",
+                self.prog_fds["nl_flush_folds"],
+                ctypes.byref(opts),
+            )
 
     def keep_link(self, link: int) -> None:
         """Hold our handle of a link until close (the pinned link outlives it)."""

@@ -7,7 +7,7 @@ Adding a map: declare it in bpf/maps.bpf.h, define it in bpf/maps.bpf.c, add
 its MapSpec below (key and value are abi.py mirrors), and give Plane a typed
 attribute when the agent reads or writes it. Adding a program: write it in its
 bpf/<concept>.bpf.c and add its ProgramSpec below; the loader attaches, pins
-and swaps every program listed here, and tests/unit/test_spec.py holds this
+and swaps every program listed here that has an attach type, and tests/unit/test_spec.py holds this
 list to the object.
 """
 
@@ -65,6 +65,9 @@ MAPS: dict[str, MapSpec] = {
     "nl_cidrs": MapSpec(abi.CidrKey, abi.CidrRules, carry=True),
     "nl_resolvers": MapSpec(abi.ResolverKey, u32, carry=True),
     "nl_levels": MapSpec(u32, abi.Levels, carry=True),
+    # Pending repeats are flushed before a migration could matter (on stop), and
+    # the agent re-creates an enrolled cgroup's entry: nothing to carry.
+    "nl_folds": MapSpec(u64, abi.Folds, carry=False),
     "nl_labels": MapSpec(u64, abi.Labels, carry=True),
     "nl_reported": MapSpec(u64, abi.Reported, carry=True),
     "nl_pending": MapSpec(abi.PendingKey, abi.Pending, carry=True),
@@ -116,6 +119,9 @@ PROGRAMS: dict[str, ProgramSpec] = {
     ),
     # Attached by the loader where the kernel takes it (loader.py, Plane.tracing).
     "nl_cgroup_mkdir": ProgramSpec("tp_btf/cgroup_mkdir", AttachType.TRACE_RAW_TP, on_scope=False),
+    # Never attached: the agent runs it (BPF_PROG_TEST_RUN; Plane.flush_folds). A tc
+    # program's expected attach type is 0, which bpf_attach_type names CGROUP_INET_INGRESS.
+    "nl_flush_folds": ProgramSpec("tc", AttachType.CGROUP_INET_INGRESS, on_scope=False),
 }
 BACKSTOP = "nl_backstop"
 TRACING = [n for n, p in PROGRAMS.items() if p.attach_type == AttachType.TRACE_RAW_TP]

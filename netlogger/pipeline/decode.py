@@ -43,7 +43,10 @@ _CHECK_FIELDS = ["op", "version", "size"]
 _CGROUP_FIELDS = ["cgroup_id", "task_cgroup_id"]
 _DECISION_FIELDS = _NAMES[_NAMES.index("rule_id") :]  # destination, verdict, comm
 _CLOCK_FIELDS = ["ts_ns", "seq"]
-_TASK_FIELDS = ["sock_cookie", "pid", "tid", "uid", "gid"]
+_TASK_FIELDS = [
+    "sock_cookie", "repeat_first_ns", "repeat_seq_first", "pid", "tid", "uid", "gid",
+    "repeat_count",
+]  # fmt: skip
 assert _DECISION_FIELDS[-1] == "comm" and "ts_ns" not in _DECISION_FIELDS
 
 
@@ -226,7 +229,10 @@ class Decoder:
         offset, host, second_ns, prefix = self._offset, self.host_name, -1, ""
         out: list[RingItem] = []
         append = out.append
-        for checks, ts_ns, seq, cgroups, cookie, pid, tid, uid, gid, decision in rows:
+        for (
+            checks, ts_ns, seq, cgroups, cookie, first_ns, seq_first, pid, tid, uid, gid, repeats,
+            decision,
+        ) in rows:  # fmt: skip
             key = checks + cgroups + decision
             static = statics.get(key)
             if static is None:
@@ -243,10 +249,15 @@ class Decoder:
             if not 0 <= wall - second_ns < _NS:
                 prefix = self._ts(wall)[:19]
                 second_ns = wall - wall % _NS
-            append(Record(
+            record = Record(
                 event_name, f"{prefix}.{wall - second_ns:09d}Z", ts_ns, seq, *head,
                 pid, tid, uid, gid, cookie, host, "", "", "", *tail,
-            ))  # fmt: skip
+            )  # fmt: skip
+            if repeats > 1:
+                record.repeat_count = repeats
+                record.repeat_first_ns, record.repeat_last_ns = first_ns, ts_ns
+                record.repeat_seq_first = seq_first
+            append(record)
         return out
 
     def _event(self, raw: bytes) -> RingItem | None:

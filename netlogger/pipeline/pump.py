@@ -1,5 +1,10 @@
 """The reader: ring -> decode -> enrichers, in order -> fan-out, on one thread.
 
+Repeats the kernel folds (bpf/emit.bpf.h) reach the ring with a decision's
+next record, or when the pump runs the kernel's flush: at least once a
+second, and once more on stop before the last drain, so no count is left
+behind in the kernel.
+
 Ring space is released only as far as the durable sink has written (see
 fanout.py). After a crash the next agent re-reads what the last one had read
 but not released; `already_written` names those records so they are not
@@ -21,7 +26,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from netlogger.kernel.ringbuf import Batch, RingReader
@@ -35,6 +40,7 @@ log = logging.getLogger("netlogger.pump")
 
 POLL_SECONDS = 0.02  # the longest a lone record waits: the kernel wakes us only for batches
 LOSS_CHECK_SECONDS = 1.0
+FLUSH_SECONDS = 0.5  # folded repeats wait at most this (plus a poll) for the kernel's flush
 
 
 class Ring(Protocol):
@@ -77,6 +83,7 @@ class Pump:
         losses: Losses,
         already_written: set[tuple[str, int]] | None = None,
         answers: Ring | None = None,
+        flush_folds: Callable[[], None] = lambda: None,
     ) -> None:
         self.reader = reader
         self.answers = answers
@@ -84,6 +91,7 @@ class Pump:
         self.enrichers = tuple(enrichers)
         self.fanout = fanout
         self.losses = losses
+        self.flush_folds = flush_folds
         self._skip = already_written or set()
         self.read = 0  # records taken from the ring and handed on
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -143,9 +151,13 @@ class Pump:
 
     def run(self, stop: threading.Event) -> None:
         next_check = time.monotonic() + LOSS_CHECK_SECONDS
+        next_flush = time.monotonic() + FLUSH_SECONDS
         while not stop.is_set():
             self.reader.wait(POLL_SECONDS)
             try:
+                if time.monotonic() >= next_flush:
+                    self.flush_folds()
+                    next_flush = time.monotonic() + FLUSH_SECONDS
                 self.step()
                 if time.monotonic() >= next_check:
                     self.report_losses()
@@ -153,6 +165,8 @@ class Pump:
                     next_check = time.monotonic() + LOSS_CHECK_SECONDS
             except Exception:  # one bad batch must not end the agent
                 log.exception("pump step failed; continuing")
+        self.flush_folds()
+        self.step()
         self.report_losses()
 
     def release_all(self) -> None:

@@ -76,6 +76,18 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
     ppid: int | None = None
     escape: str | None = None  # how the container can get around enforcement (see escape.py)
     policy_reason: str | None = None  # unknown_policy / malformed_policy: why it allows nothing
+    # A record that stands for repeat.count identical decisions folded in the kernel
+    # (itself the last): the first at repeat.first_ns with sequence number
+    # repeat.seq_first, every one of its seqs in [repeat.seq_first, seq]. Absent: one.
+    repeat_count: int | None = msgspec.field(name="repeat.count", default=None)
+    repeat_first_ns: int | None = msgspec.field(name="repeat.first_ns", default=None)
+    repeat_last_ns: int | None = msgspec.field(name="repeat.last_ns", default=None)
+    repeat_seq_first: int | None = msgspec.field(name="repeat.seq_first", default=None)
+
+    @property
+    def stands_for(self) -> int:
+        """How many decisions this record accounts for."""
+        return self.repeat_count or 1
 
 
 class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
@@ -182,6 +194,10 @@ CONTROL_TRIGGERS = {
     "cgroup_gone": "the enrolled cgroup directory was removed",
     "reload": "a reload (the `reload` command or SIGHUP) changed the static enrollments",
 }
+
+
+# How people see a folded record: this sign and the N decisions it stands for.
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 GAP_KINDS = {
     "throttled": "allowed records dropped by the kernel's per-cgroup token bucket",

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from netlogger.pipeline.record import Control, DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import TIMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import History
 
 RESET, BOLD, DIM = "\033[0m", "\033[1m", "\033[2m"
@@ -99,7 +99,7 @@ def format_record(rec: Record, color: bool) -> str:
         f"{_OPS.get(rec.event_name, rec.event_name):<8}",
         who,
         f"{rec.comm}[{rec.pid}]",
-        _destination(rec),
+        _destination(rec) + (f" {TIMES}{rec.repeat_count}" if rec.repeat_count else ""),
         why,
     ]
     if not color:

@@ -94,6 +94,9 @@ class AgentProcess:
             "policies": POLICIES,
             **docker_engine(),
             **overrides,
+            # These tests count records one per decision; folding is on only where a test
+            # asks for it (limits={"fold": True}).
+            "limits": {"fold": False, **overrides.get("limits", {})},
         }
         jsonl = [s for s in self.config["sinks"] if s["type"] == "jsonl"]
         if jsonl:

@@ -12,6 +12,7 @@ import threading
 import time
 
 from netlogger import sandbox
+from tests.completeness import problems
 from tests.e2e.conftest import REPO, AgentProcess, decisions, gaps
 
 EPERM, EINPROGRESS = errno.EPERM, errno.EINPROGRESS
@@ -283,3 +284,20 @@ def test_tail_no_follow_prints_history_and_exits_0(agent, scope, spawn) -> None:
         ("--dst-ip", "198.18.0.2/32", "--port", "22"): [("198.18.0.2", "22")],
         ("--reason", "rule", "--policy", "default"): [("198.18.0.2", "443")],
     }
+
+
+def test_folded_repeats_reach_the_file_even_when_the_agent_stops(
+    agent_factory, scope, spawn
+) -> None:
+    """The last repeats of a flood sit in the kernel's fold slots; SIGTERM flushes them."""
+    agent = agent_factory(limits={"fold": True, "fold_window": "10s"}).start()
+    with sandbox.cgroup(scope, "a") as cg:
+        agent.cli("enroll", "--cgroup", str(cg.path))
+        w = spawn(cg)
+        count = 20_000
+        assert w("flood", family=4, addr="198.18.0.2", port=6000, count=count) == {"1": count}
+        assert agent.signal(signal.SIGTERM) == 0
+    mine = decisions(agent.lines(), cg.id)
+    assert sum(x.get("repeat.count", 1) for x in mine) == count
+    assert 2 <= len(mine) < 100  # the first, then flushes (twice a second and on stop)
+    assert problems(agent.lines(), cg.id, range(count)) == []

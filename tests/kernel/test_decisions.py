@@ -300,8 +300,8 @@ def test_enroll_mode_overrides_policy_mode(enrolled, spawn, read) -> None:
 
 def test_seq_counts_per_cgroup(enrolled, spawn, read) -> None:
     a, b = spawn(enrolled("a")), spawn(enrolled("b"))
-    for w in (a, b, a):
-        w("connect", family=4, type="tcp", addr="198.18.0.2", port=22)
+    for w, port in ((a, 22), (b, 22), (a, 23)):  # a's two differ: neither folds
+        w("connect", family=4, type="tcp", addr="198.18.0.2", port=port)
     recs = read()
     by_cg: dict[str, list[int]] = {}
     for r in recs:

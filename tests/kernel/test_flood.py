@@ -1,4 +1,8 @@
-"""Flood control: allowed records are throttled per cgroup and every one is counted."""
+"""Flood control: repeats fold, allowed records are throttled per cgroup, every one is counted.
+
+With folding off (fold_window_ns=0) the kernel writes a record per decision,
+as before folding existed: the tests of throttling and ring loss run so.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ DENIES = 20_000
 
 @pytest.fixture
 def settings() -> loader.Settings:
-    return loader.Settings(ring_bytes=8 << 20, allowed_per_sec=1000, allowed_burst=2000)
+    return loader.Settings(
+        ring_bytes=8 << 20, allowed_per_sec=1000, allowed_burst=2000, fold_window_ns=0
+    )
 
 
 def test_flood_is_throttled_and_fully_accounted(enrolled, spawn, read, plane) -> None:
@@ -58,7 +64,9 @@ def test_flood_is_throttled_and_fully_accounted(enrolled, spawn, read, plane) ->
     assert sorted(r.seq for r in quiet_recs) == list(range(DENIES))
 
 
-@pytest.mark.parametrize("settings", [loader.Settings(ring_bytes=4096, allowed_per_sec=0)])
+@pytest.mark.parametrize(
+    "settings", [loader.Settings(ring_bytes=4096, allowed_per_sec=0, fold_window_ns=0)]
+)
 def test_full_ring_losses_are_counted(enrolled, spawn, read, plane, settings) -> None:
     cg = enrolled("a")
     w = spawn(cg)
@@ -72,7 +80,8 @@ def test_full_ring_losses_are_counted(enrolled, spawn, read, plane, settings) ->
 
 
 @pytest.mark.parametrize(
-    "settings", [loader.Settings(ring_bytes=4 << 20, allowed_per_sec=0, wakeup_bytes=4096)]
+    "settings",
+    [loader.Settings(ring_bytes=4 << 20, allowed_per_sec=0, wakeup_bytes=4096, fold_window_ns=0)],
 )
 def test_concurrent_drain_of_a_wrapping_ring_loses_nothing(
     enrolled, spawn, ring, decoder, plane, settings

@@ -22,7 +22,9 @@ def ledger(plane: loader.Plane) -> LossLedger:
     )
 
 
-@pytest.mark.parametrize("settings", [loader.Settings(ring_bytes=4096, allowed_per_sec=0)])
+@pytest.mark.parametrize(
+    "settings", [loader.Settings(ring_bytes=4096, allowed_per_sec=0, fold_window_ns=0)]
+)
 def test_a_crash_between_writing_a_gap_and_marking_it_reports_it_once(
     enrolled, spawn, plane, settings, tmp_path: Path
 ) -> None:

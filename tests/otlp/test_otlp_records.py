@@ -210,3 +210,26 @@ def test_control_records_arrive_with_exact_attributes(
         "(UsageError: no policy named 'nope' (known: default))",
         "unenroll container web-1 by agent (container_stop): done",
     ]
+
+
+def test_a_folded_record_carries_its_repeats_and_says_so_in_its_body() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
+
+    from netlogger.pipeline.record import TIMES
+    from tests.otlp.records import decision
+
+    folded = decision(
+        9, repeat_count=5, repeat_first_ns=100, repeat_last_ns=900, repeat_seq_first=3
+    )
+    items = [decision(1), folded, decision(10)]
+    parsed = ScopeLogs.FromString(encode.LogEncoder(HOST).encode(items, 1)).log_records
+    for item, rec in zip(items, parsed, strict=True):
+        assert typed(attributes(rec)) == typed(expected_attributes(item))
+    assert {k: v for k, v in attributes(parsed[1]).items() if k.startswith("repeat.")} == {
+        "repeat.count": 5,
+        "repeat.first_ns": 100,
+        "repeat.last_ns": 900,
+        "repeat.seq_first": 3,
+    }
+    assert f"{TIMES}5" in parsed[1].body.string_value
+    assert TIMES not in parsed[2].body.string_value and "repeat.count" not in attributes(parsed[2])

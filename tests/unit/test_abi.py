@@ -44,7 +44,7 @@ def test_every_abi_struct_is_mirrored(object_btf: btf.Btf) -> None:
 
 
 def test_unpacker_has_no_implicit_padding() -> None:
-    assert abi.unpacker(abi.Event).size == ctypes.sizeof(abi.Event) == 120
+    assert abi.unpacker(abi.Event).size == ctypes.sizeof(abi.Event) == 136
 
 
 def test_constants_match_header() -> None:
@@ -60,6 +60,7 @@ def test_constants_match_header() -> None:
         ("NL_DNS_ADDRS_MAX", abi.DNS_ADDRS_MAX),
         ("NL_DNS_QUERIES_MAX", abi.DNS_QUERIES_MAX),
         ("NL_CGROUP_NAME_LEN", abi.CGROUP_NAME_LEN),
+        ("NL_FOLD_SLOTS", abi.FOLD_SLOTS),
     ]:
         assert f"#define {name} {value}" in header
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor import certs
-from netlogger.config.check import check_source, validate
+from netlogger.config.check import check_source, fold_window_ns, validate
 from netlogger.config.model import JsonlSink, OtlpSink
 from netlogger.config.source import MAX_BYTES, parse
 from netlogger.errors import ConfigError
@@ -231,6 +231,23 @@ def test_limits_are_checked_as_the_kernel_uses_them() -> None:
     ]
 
 
+def test_folding_is_on_by_default_and_a_switch_turns_it_off() -> None:
+    limits = check_source(parse("limits: {}\n", "p")).config.limits
+    assert fold_window_ns(limits) == 10_000_000
+    limits = check_source(parse("limits: {fold: false}\n", "p")).config.limits
+    assert fold_window_ns(limits) == 0
+    limits = check_source(parse("limits: {fold_window: 250ms}\n", "p")).config.limits
+    assert fold_window_ns(limits) == 250_000_000
+    assert problems("limits: {fold_window: 0s}\n") == [
+        "p.yaml:1: limits.fold_window: '0s' is not from 1ms to 10s; turn folding off with "
+        "`fold: false`"
+    ]
+    assert problems("limits: {fold_window: soon}\n") == [
+        "p.yaml:1: limits.fold_window: bad duration 'soon': use a number with ms, s, m, h or d, "
+        "like 30s or 10m"
+    ]
+
+
 def test_a_schema_error_hides_no_value_error_and_a_rule_reports_every_bad_value() -> None:
     text = """\
 limits:
@@ -248,7 +265,7 @@ policies:
         "p.yaml:2: limits.ring_size: 3000 is not a power of two from the page size (4096 bytes) "
         "to 2GiB, which the kernel needs; like 8MiB",
         "p.yaml:3: limits.bogus: unknown field; expected one of: allowed_burst, allowed_per_sec, "
-        "ring_size",
+        "fold, fold_window, ring_size",
         "p.yaml:6: policies.default.mode: 'enfroce' is not one of enforce, audit",
         "p.yaml:8: policies.default.allow[0].proto: 'sctp' is not one of tcp, udp, any",
         "p.yaml:8: policies.default.allow[0].cidr: bad cidr '10.0.0.1/8': 10.0.0.1/8 has host "

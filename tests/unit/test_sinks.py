@@ -89,3 +89,13 @@ def test_tail_history_comes_from_the_sink_that_keeps_one(tmp_path: Path) -> None
     )
     fanout.close()
     jsonl.shutdown()
+
+
+def test_a_console_line_shows_how_many_decisions_a_folded_record_stands_for() -> None:
+    from netlogger.pipeline.record import TIMES
+    from netlogger.sinks.console import format_record
+    from tests.otlp.records import decision
+
+    folded = decision(9, repeat_count=1200, repeat_first_ns=1, repeat_last_ns=2, repeat_seq_first=3)
+    assert f"{TIMES}1200" in format_record(folded, color=False)
+    assert TIMES not in format_record(decision(10), color=False)

@@ -41,7 +41,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, Record
+from netlogger.pipeline.record import EVENT_NAMES, TIMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.otlp.spool import DNS_SPAN_PREFIX, Span, Spans
 
 # OpenTelemetry severity numbers: INFO=9, WARN=13.
@@ -52,6 +52,9 @@ _UNKNOWN_SEVERITY = (9, "INFO")
 
 # Per-record fields: encoded for every record, never cached.
 _UNIQUE = ("ts", "bpf_ts_ns", "seq", "sock_cookie")
+# A folded record's counts (repeat.*): rare, and unique per record, so such records go
+# through `_generic`, and these fields are never part of a cache key.
+_REPEAT = ("repeat_count", "repeat_first_ns", "repeat_last_ns", "repeat_seq_first")
 # Fields that describe the decision; body and severity derive from these alone.
 _WHAT = (
     "event_name", "action", "reason", "would_deny", "l4_proto", "l4_proto_code", "ipv6",
@@ -181,10 +184,12 @@ def _destination(what: Mapping[str, Any]) -> str:
 
 
 def decision_body(what: Mapping[str, Any]) -> str:
-    """`denied connect 10.0.0.1:443 (example.com): default_deny` — short, for people."""
+    """`denied connect 10.0.0.1:443 (example.com): default_deny` — short, for
+    people; a folded record adds TIMES and its count after the destination."""
     op = str(what.get("event.name", "")).rpartition(".")[2]
     why = what.get("reason", "") + (f" {what['rule']}" if what.get("rule") else "")
-    return f"{what.get('action', '')} {op} {_destination(what)}: {why}"
+    times = f" {TIMES}{what['repeat.count']}" if what.get("repeat.count") else ""
+    return f"{what.get('action', '')} {op} {_destination(what)}{times}: {why}"
 
 
 def dns_body(rec: DnsRecord) -> str:
@@ -275,7 +280,7 @@ class LogEncoder:
         self.host_name = host_name
         every = [f.name for f in msgspec.structs.fields(Record)]
         self._what, self._what_specs = _group(_WHAT)
-        per_record = {*_WHAT, *_UNIQUE, *(name for name, _ in _DNS_EVIDENCE)}
+        per_record = {*_WHAT, *_UNIQUE, *_REPEAT, *(name for name, _ in _DNS_EVIDENCE)}
         self._who, self._who_specs = _group(n for n in every if n not in per_record)
         self._what_memo = _Memo(self._build_what)
         self._who_memo = _Memo(self._build_who)
@@ -297,8 +302,8 @@ class LogEncoder:
         out: list[bytes] = []
         for item in items:
             try:
-                if type(item) is not Record or len(item.ts) != 30:
-                    raise TypeError("not a decision the decoder made")
+                if type(item) is not Record or len(item.ts) != 30 or item.repeat_count:
+                    raise TypeError("not a lone decision the decoder made")
                 ts, seq, bpf_ts = item.ts, item.seq, item.bpf_ts_ns
                 ts_raw = ts.encode()
                 rid = f"{item.host_name or host}:{item.cgroup_id}:{seq}:{bpf_ts}".encode()
