@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 GAP = "ebpf.egress.gap"
+# The kinds that take a decision seq; DNS answers count their own, control actions none.
+DECISIONS = {
+    "ebpf.egress.connect", "ebpf.egress.sendmsg", "ebpf.egress.sock_create", "ebpf.egress.packet"
+}  # fmt: skip
 
 
 def history(path: Path, settled: bool = True) -> list[dict[str, Any]]:
@@ -49,9 +53,15 @@ def history(path: Path, settled: bool = True) -> list[dict[str, Any]]:
 def problems(lines: list[dict[str, Any]], cgroup_id: int, seqs: range) -> list[str]:
     """What keeps `seqs` of `cgroup_id` from being exactly accounted for; [] when it is."""
     cg = str(cgroup_id)
-    mine = [x for x in lines if x["event.name"] != GAP and x["cgroup_id"] == cg]
+    mine = [x for x in lines if x["event.name"] in DECISIONS and x["cgroup_id"] == cg]
     records = [x["seq"] for x in mine]
-    gaps = [x for x in lines if x["event.name"] == GAP and x.get("cgroup_id") == cg]
+    gaps = [
+        x
+        for x in lines
+        if x["event.name"] == GAP
+        and x.get("cgroup_id") == cg
+        and not x["gap.kind"].startswith("dns_")
+    ]
     ranges = [(g["gap.seq_first"], g["gap.seq_last"]) for g in gaps]
     ranges += [(x["repeat.seq_first"], x["seq"]) for x in mine if "repeat.count" in x]
     out = []

@@ -113,6 +113,7 @@ def test_connects_carry_the_name_and_its_evidence(agent_factory, scope, lab) -> 
         "container_id": "",
         "agent": "a1",
         "project": "p1",
+        "attribution": "static",  # enrolled by `netlogger enroll`, labels given there
         "dns.qname": "one.ok.test",
         "dns.qtype": "A",
         "dns.rcode": "NOERROR",

@@ -32,10 +32,11 @@ def test_agent_exports_each_record_over_mtls(agent_factory, receiver, scope, spa
         w = spawn(cg)
         assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == errno.EINPROGRESS
         assert w("socket", family=4, kind="raw") == errno.EPERM
-        assert receiver.wait_for(2)
+        assert receiver.wait_for(3)  # the enroll's audit record, then the two decisions
         written = decisions(agent.wait_for_lines(lambda ls: len(decisions(ls)) >= 2))
 
-    exported = [attributes(r) for r in receiver.records()]
+    received = [r for r in receiver.records() if r.event_name != "ebpf.egress.control"]
+    exported = [attributes(r) for r in received]
     for attrs, line in zip(exported, written, strict=True):
         record_id = attrs.pop("record_id")
         assert attrs == line  # same keys, same values, same types
@@ -44,10 +45,11 @@ def test_agent_exports_each_record_over_mtls(agent_factory, receiver, scope, spa
             f"{line['bpf_ts_ns']}"
         )
     assert [r.event_name for r in receiver.records()] == [
+        "ebpf.egress.control",
         "ebpf.egress.connect",
         "ebpf.egress.sock_create",
     ]
-    assert [r.severity_text for r in receiver.records()] == ["INFO", "WARN"]
+    assert [r.severity_text for r in receiver.records()] == ["INFO", "INFO", "WARN"]
     sink = {s["name"]: s for s in agent.status()["sinks"]}["otlp"]
-    assert (sink["state"], sink["sent_records"], sink["last_error"]) == ("up", 2, "")
+    assert (sink["state"], sink["sent_records"], sink["last_error"]) == ("up", 3, "")
     assert agent.metric("netlogger_sink_state", sink="otlp", state="up") == 1.0
