@@ -30,6 +30,7 @@ from netlogger.sinks.base import PartialExport
 
 log = logging.getLogger("netlogger.jsonl")
 
+_AGENT_LOSSES = ("sink_failed", "queue_full")  # decision records an agent sink lost
 _TAIL_BYTES = 1 << 16  # far more than one line: where a torn last line is looked for
 
 
@@ -145,12 +146,30 @@ class JsonlSink:
 
         After a crash the ring still holds what the last agent read but did not
         release; those records can repeat, and at most a ring's worth of them.
+        Records this sink reported lost (its own sink_failed / queue_full gaps) count
+        as held too: they are accounted for, and writing them now would count them twice.
         """
         if not self.path.exists():
             return set()
         with self.path.open("rb") as f:
             recent = collections.deque(f, maxlen=max_lines)
-        return {(i.cgroup_id, i.seq) for i in map(parse_item, recent) if isinstance(i, Record)}
+        keys: set[tuple[str, int]] = set()
+        for item in map(parse_item, recent):
+            if isinstance(item, Record):
+                keys.add((item.cgroup_id, item.seq))
+            elif isinstance(item, Gap):
+                keys.update(self._lost_here(item))
+        return keys
+
+    def _lost_here(self, gap: Gap) -> Iterator[tuple[str, int]]:
+        """(cgroup, seq) of the records this sink reported lost in `gap`."""
+        if gap.gap_kind not in _AGENT_LOSSES or gap.gap_sink != self.name:
+            return
+        first, last = gap.gap_seq_first, gap.gap_seq_last
+        if gap.cgroup_id is None or first is None or last is None:
+            return
+        for seq in range(first, last + 1):
+            yield gap.cgroup_id, seq
 
     def force_flush(self, timeout: float = 5.0) -> None:
         if self._fd >= 0:
