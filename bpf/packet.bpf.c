@@ -200,11 +200,6 @@ int nl_backstop(struct __sk_buff *skb)
 	};
 	/* A flood of frames must not flood the ring: these drops are rate-limited,
 	 * and what the bucket drops is counted as throttled, per cgroup. */
-	struct nl_fold_pending p;
-	struct nl_event *e = nl_reserve(&subj, &f.dst, &v, now, 1, 0, &p);
-	if (e) {
-		e->task_cgroup_id = cgroup_id;
-		nl_commit(e, &p);
-	}
+	nl_emit_packet(&subj, &f.dst, &v, now);
 	return v.action == NL_ACTION_DENIED ? NL_TC_ACT_SHOT : NL_TC_ACT_UNSPEC;
 }

@@ -250,11 +250,11 @@ HELPERS = [
     (131, "ringbuf_reserve", "5.8"),
     (132, "ringbuf_submit", "5.8"),
     (134, "ringbuf_query", "5.8"),
-    (93, "spin_lock", "5.1"),  # the fold lock (bpf/emit.bpf.h)
+    (93, "spin_lock", "5.1"),  # the fold lock (bpf/emit.bpf.c)
     (94, "spin_unlock", "5.1"),
 ]
 
-# What nl_flush_folds (bpf/fold.bpf.c), the program the agent runs, calls.
+# What nl_flush_folds (bpf/emit.bpf.c), the program the agent runs, calls.
 FLUSH_HELPERS = [
     (1, "map_lookup_elem", "4.1"),
     (8, "get_smp_processor_id", "4.1"),

@@ -113,7 +113,7 @@ class Plane:
         self.prog_fds = {n: fd for n, fd in self.prog_fds.items() if fd >= 0}  # loaded ones
 
     def flush_folds(self) -> None:
-        """Write every folded repeat not yet in a record to the ring (bpf/fold.bpf.c)."""
+        """Write every folded repeat not yet in a record to the ring (bpf/emit.bpf.c)."""
         for cg, _ in self.folds.items():
             # A test packet: an Ethernet header's worth of zeros, then the cgroup id.
             packet = ctypes.create_string_buffer(bytes(abi.Flush.CTX_OFF) + bytes(abi.FlushCtx(cg)))

@@ -1,6 +1,6 @@
 """The reader: ring -> decode -> enrichers, in order -> fan-out, on one thread.
 
-Repeats the kernel folds (bpf/emit.bpf.h) reach the ring with a decision's
+Repeats the kernel folds (bpf/emit.bpf.c) reach the ring with a decision's
 next record, or when the pump runs the kernel's flush: at least once a
 second, and once more on stop before the last drain, so no count is left
 behind in the kernel.

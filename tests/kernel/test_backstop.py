@@ -73,7 +73,7 @@ def test_backstop_drops_what_the_policy_denies_and_records_it(
     backstop.attach_filter(veth.ifindex, plane.prog_fds[BACKSTOP])
     send(sender, veth, 3)
     assert veth.received() == 0
-    plane.flush_folds()  # identical drops fold like any decision (bpf/emit.bpf.h)
+    plane.flush_folds()  # identical drops fold like any decision (bpf/emit.bpf.c)
     records = read()
     assert sum(r.stands_for for r in records) == 3
     rec = records[0]

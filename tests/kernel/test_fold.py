@@ -26,7 +26,8 @@ FLOOD = int(os.environ.get("NL_FOLD_FLOOD", "200000"))
 DENIED, ODD = 6000, 6001
 # A small ring: without folding a flood overflows it, with folding it never fills.
 SMALL_RING = 16 << 10
-FOLDING = loader.Settings(ring_bytes=SMALL_RING, allowed_per_sec=0, fold_window_ns=10_000_000)
+WINDOW_NS = 10_000_000
+FOLDING = loader.Settings(ring_bytes=SMALL_RING, allowed_per_sec=0, fold_window_ns=WINDOW_NS)
 NOT_FOLDING = loader.Settings(ring_bytes=SMALL_RING, allowed_per_sec=0, fold_window_ns=0)
 
 
@@ -81,7 +82,11 @@ def test_a_folded_flood_records_the_odd_deny_and_accounts_for_every_one(
     assert [(r.action, r.reason, r.stands_for) for r in odd] == [("denied", "default_deny", 1)]
     assert sum(r.stands_for for r in records) + state.ringbuf_lost == FLOOD + 1
     assert state.ringbuf_lost == 0  # the flood no longer fills the ring
-    assert len(records) < FLOOD // 100
+    # At most one record per fold window (how many windows a flood spans depends on how
+    # fast this machine makes decisions), plus the odd one, the flood's first and the flush.
+    span_ns = max(r.bpf_ts_ns for r in records) - min(r.bpf_ts_ns for r in records)
+    assert len(records) <= span_ns // WINDOW_NS + 3
+    assert len(records) < FLOOD // 10
     folded = [r for r in records if r.repeat_count]
     assert folded and all(
         r.repeat_first_ns <= r.repeat_last_ns == r.bpf_ts_ns and r.repeat_seq_first < r.seq

@@ -72,8 +72,13 @@ GUEST_TESTS = [
     # ring full: losses counted per CPU and per cgroup. (The token-bucket flood test stays
     # on the host: its bounds assume the host's syscall rate, which TCG is far from.)
     "tests/kernel/test_flood.py::test_full_ring_losses_are_counted",
-    # repeats fold under the fold lock; the flush program (syscall) runs; folding off as before
-    "tests/kernel/test_fold.py",
+    # repeats fold under the fold lock; the flush program runs; folding off as before. (Two
+    # cgroups flooding at once stays on the host: it needs a reader that keeps pace with two
+    # floods, and under TCG the reader is some 20 times slower than the kernel.)
+    "tests/kernel/test_fold.py::test_a_folded_flood_records_the_odd_deny_and_accounts_for_every_one",
+    "tests/kernel/test_fold.py::test_with_folding_off_every_decision_is_a_record_and_the_ring_losses_return",
+    "tests/kernel/test_fold.py::test_decisions_slower_than_the_window_are_each_their_own_record",
+    "tests/kernel/test_fold.py::test_a_flush_with_nothing_folded_writes_nothing",
     # pinned links swapped to a new loader's programs after the old one is killed
     "tests/kernel/test_restart.py::test_sigkill_loader_then_take_over",
     # a pinned map whose layout changed is migrated, not reused
