@@ -21,14 +21,8 @@ from pathlib import Path
 
 import dns.message
 
-from bench.harness import UNTHROTTLED, arguments, bench_plane, rates
+from bench.harness import UNTHROTTLED, agent_pipeline, arguments, bench_plane, rates
 from netlogger import sandbox
-from netlogger.enrich.dns import DnsEnricher
-from netlogger.kernel.ringbuf import RingReader
-from netlogger.pipeline.decode import Decoder
-from netlogger.pipeline.dnsdecode import DnsDecoder
-from netlogger.pipeline.enrich import AttributionEnricher
-from netlogger.sinks.jsonl import JsonlSink
 
 RESOLVER = "198.18.0.53"
 POLICY = f"""
@@ -51,7 +45,7 @@ SETTINGS = dataclasses.replace(UNTHROTTLED, dns_ring_bytes=64 << 20)
 def main() -> None:
     args = arguments(__doc__, records=20_000, rounds=3)
     with bench_plane(SETTINGS, POLICY) as bench, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
-        plane, policies = bench.plane, bench.policies
+        plane = bench.plane
         work = Path(out)
         names = list(hosts(args.records))
         bench.stack.enter_context(sandbox.resolver(bench.net, RESOLVER, hosts(args.records), work))
@@ -59,23 +53,7 @@ def main() -> None:
         w = bench.workload(producer)
         events = bench.stack.enter_context(plane.reader())
         answers = bench.stack.enter_context(plane.dns_reader())
-        sink = JsonlSink(work / "egress.jsonl", 1 << 30, 2)
-        bench.stack.callback(sink.shutdown)
-        by_id = policies.by_id()
-        decoder = Decoder(
-            lambda r: policies.rules[r].name if r in policies.rules else None,
-            lambda p: by_id[p].name,
-            "bench-host",
-        )
-        DnsDecoder(decoder)
-        enrichers = (AttributionEnricher(plane.labels.lookup), DnsEnricher())
-
-        def pipeline(ring: RingReader) -> int:
-            records = decoder.decode_all(ring.drain())
-            for enricher in enrichers:
-                enricher.enrich(records)
-            sink.export(records)
-            return len(records)
+        pipeline = agent_pipeline(bench, work, dns=True)
 
         def asking(queried: list[str]) -> Callable[[], None]:
             payloads = [dns.message.make_query(n, "A").to_wire().hex() for n in queried]

@@ -18,10 +18,16 @@ from netlogger import sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
+from netlogger.enrich.dns import DnsEnricher
 from netlogger.kernel import cgroup, loader, pins
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.plane import Plane
+from netlogger.kernel.ringbuf import RingReader
+from netlogger.pipeline.decode import Decoder
+from netlogger.pipeline.dnsdecode import DnsDecoder
+from netlogger.pipeline.enrich import AttributionEnricher, Enricher
 from netlogger.policy.compile import PolicySet
+from netlogger.sinks.jsonl import JsonlSink
 from netlogger.workload import Workload
 
 # A ring big enough for a whole round, and every record kept: nothing throttled or folded.
@@ -91,3 +97,31 @@ def rates(
             assert moved == records, (name, moved)
             out[name].append(records / elapsed)
     return out
+
+
+def agent_pipeline(bench: Bench, out: Path, dns: bool = False) -> Callable[[RingReader], int]:
+    """The agent's decode -> enrich -> JSONL (a file in `out`) on one thread: each call
+    moves one drained batch of `ring` and says how many records it moved. `dns` adds
+    the DNS answer decoder and the DNS enricher."""
+    policies = bench.policies
+    sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
+    bench.stack.callback(sink.shutdown)
+    by_id = policies.by_id()
+    decoder = Decoder(
+        lambda r: policies.rules[r].name if r in policies.rules else None,
+        lambda p: by_id[p].name,
+        "bench-host",
+    )
+    enrichers: list[Enricher] = [AttributionEnricher(bench.plane.labels.lookup)]
+    if dns:
+        DnsDecoder(decoder)
+        enrichers.append(DnsEnricher())
+
+    def move(ring: RingReader) -> int:
+        records = decoder.decode_all(ring.drain())
+        for enricher in enrichers:
+            enricher.enrich(records)
+        sink.export(records)
+        return len(records)
+
+    return move

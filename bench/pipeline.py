@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import Bench, arguments, bench_plane, rates
+from bench.harness import Bench, agent_pipeline, arguments, bench_plane, rates
 from bench.ring_drain import callback_drain
-from netlogger.pipeline.decode import Decoder
-from netlogger.pipeline.enrich import AttributionEnricher
-from netlogger.sinks.jsonl import JsonlSink
 
 
 @dataclass
@@ -31,40 +27,21 @@ class Rates:
     lost: int
 
 
-def agent_pipeline(bench: Bench, out: Path) -> Callable[[], int]:
-    """The agent's drain -> decode -> enrich -> JSONL, one batch per call."""
-    plane, policies = bench.plane, bench.policies
-    ring = bench.stack.enter_context(plane.reader())
-    sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
-    bench.stack.callback(sink.shutdown)
-    by_id = policies.by_id()
-    decoder = Decoder(
-        lambda r: policies.rules[r].name if r in policies.rules else None,
-        lambda p: by_id[p].name,
-        "bench-host",
-    )
-    enricher = AttributionEnricher(plane.labels.lookup)
-
-    def move() -> int:
-        records = decoder.decode_all(ring.drain())
-        enricher.enrich(records)
-        sink.export(records)
-        return len(records)
-
-    return move
-
-
 def measure(bench: Bench, records: int, rounds: int) -> Rates:
     producer = bench.child("producer", agent="bench-agent", project="bench")
     w = bench.workload(producer)
     out = Path(bench.stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
-    move = agent_pipeline(bench, out)
+    ring = bench.stack.enter_context(bench.plane.reader())
+    pipeline = agent_pipeline(bench, out)
     fill = lambda: w("flood", family=4, addr=bench.net.peer4, port=5000, count=records)  # noqa: E731
     measured = rates(
         rounds,
         records,
         fill,
-        {"callback": lambda: len(callback_drain(bench.plane.ring_fd)), "pipeline": move},
+        {
+            "callback": lambda: len(callback_drain(bench.plane.ring_fd)),
+            "pipeline": lambda: pipeline(ring),
+        },
     )
     lost = bench.plane.cgroup_state.lookup(producer.id).ringbuf_lost
     return Rates(

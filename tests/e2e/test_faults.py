@@ -8,6 +8,7 @@ report the same numbers as the gaps.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,18 @@ def enroll(agent: AgentProcess, cg: Any) -> None:
 
 def jsonl_on(directory: Path, **spec: Any) -> dict[str, Any]:
     return {"sinks": [{"type": "jsonl", "path": str(directory / "egress.jsonl"), **spec}]}
+
+
+@contextlib.contextmanager
+def on_small_disk(
+    agent_factory: Callable[..., AgentProcess], scope: Any, tmp_path: Path
+) -> Iterator[tuple[AgentProcess, Any, Path]]:
+    """A running agent whose JSONL file is on a 1 MiB tmpfs, with one enrolled cgroup."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        agent = agent_factory(**jsonl_on(disk)).start()
+        with sandbox.cgroup(scope, "a") as cg:
+            enroll(agent, cg)
+            yield agent, cg, disk
 
 
 # 1 ------------------------------------------------------------------------------
@@ -161,18 +174,15 @@ def test_failed_rotation_keeps_writing_and_recovers(agent_factory, scope, spawn,
 def test_sink_failed_losses_reach_status_and_metrics(
     agent_factory, scope, spawn, tmp_path: Path
 ) -> None:
-    with tmpfs(tmp_path / "disk", "1m") as disk:
-        agent = agent_factory(**jsonl_on(disk)).start()
-        with sandbox.cgroup(scope, "a") as cg:
-            enroll(agent, cg)
-            filler = fill(disk)
-            deny(spawn(cg), 100)
-            until(lambda: agent.status()["sinks"][0]["errors"] > 0)
-            free(filler)
-            lines = until_complete(agent, cg.id, range(100))
-            assert gap_counts(lines).get("sink_failed", 0) > 0
-            assert_reported_as_gaps(agent, lines)
-            assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+    with on_small_disk(agent_factory, scope, tmp_path) as (agent, cg, disk):
+        filler = fill(disk)
+        deny(spawn(cg), 100)
+        until(lambda: agent.status()["sinks"][0]["errors"] > 0)
+        free(filler)
+        lines = until_complete(agent, cg.id, range(100))
+        assert gap_counts(lines).get("sink_failed", 0) > 0
+        assert_reported_as_gaps(agent, lines)
+        assert agent.signal(signal.SIGTERM) == 0, agent.stderr
 
 
 # 5 ------------------------------------------------------------------------------
@@ -181,27 +191,24 @@ def test_sink_failed_losses_reach_status_and_metrics(
 def test_full_disk_counts_exactly_the_lines_that_did_not_fit(
     agent_factory, scope, spawn, tmp_path: Path
 ) -> None:
-    with tmpfs(tmp_path / "disk", "1m") as disk:
-        agent = agent_factory(**jsonl_on(disk)).start()
-        with sandbox.cgroup(scope, "a") as cg:
-            enroll(agent, cg)
-            w = spawn(cg)
-            deny(w, 10)
-            until_complete(agent, cg.id, range(10))
-            filler = fill(disk)
-            free(filler, 8192)  # room for a few lines of the next batch, not for all
-            agent.pause()
-            deny(w, 200)
-            agent.proc.send_signal(signal.SIGCONT)  # one batch of 200 meets a full disk
-            until(lambda: agent.status()["sinks"][0]["errors"] > 0)
-            partly = len(decisions(history(agent.jsonl, settled=False), cg.id))
-            assert 10 < partly < 210
-            free(filler)
-            deny(w, 100)
-            lines = until_complete(agent, cg.id, range(310))
-            assert_reported_as_gaps(agent, lines)
-            assert agent.signal(signal.SIGTERM) == 0, agent.stderr
-            assert_complete(history(agent.jsonl), cg.id, range(310))
+    with on_small_disk(agent_factory, scope, tmp_path) as (agent, cg, disk):
+        w = spawn(cg)
+        deny(w, 10)
+        until_complete(agent, cg.id, range(10))
+        filler = fill(disk)
+        free(filler, 8192)  # room for a few lines of the next batch, not for all
+        agent.pause()
+        deny(w, 200)
+        agent.proc.send_signal(signal.SIGCONT)  # one batch of 200 meets a full disk
+        until(lambda: agent.status()["sinks"][0]["errors"] > 0)
+        partly = len(decisions(history(agent.jsonl, settled=False), cg.id))
+        assert 10 < partly < 210
+        free(filler)
+        deny(w, 100)
+        lines = until_complete(agent, cg.id, range(310))
+        assert_reported_as_gaps(agent, lines)
+        assert agent.signal(signal.SIGTERM) == 0, agent.stderr
+        assert_complete(history(agent.jsonl), cg.id, range(310))
 
 
 # 6 ------------------------------------------------------------------------------
