@@ -40,8 +40,9 @@ static __always_inline void nl_count_ring_loss(struct nl_cgroup_state *st, __u64
  * next record of that decision (once the window has passed), or a flush
  * (nl_flush_folds, which the agent runs at least once a second and on stop),
  * carries the count: a record stands for repeat_count decisions, the last of
- * which is its own. Every transition happens under the cgroup's fold lock, so
- * each repeat is counted exactly once, in a slot or in a record.
+ * which is its own. A record the ring has no room for goes back into its
+ * slot. Every transition happens under the cgroup's fold lock, so each repeat
+ * is counted exactly once: in a slot, in a record, or as lost.
  */
 
 /* Repeats a record carries: taken out of a slot under its lock. */
@@ -176,6 +177,33 @@ static __always_inline void nl_keep_last(struct nl_folds *f, __u32 idx, const st
 	bpf_spin_unlock(&f->lock);
 }
 
+/* A record the ring had no room for goes back into its decision's slot, for
+ * the next record of the decision or a flush to carry: while the slot holds
+ * a record to copy (`ready`), a full ring costs a folded decision nothing.
+ * 1 when it went back; else the caller counts it as lost. */
+static __always_inline int nl_fold_back(struct nl_folds *f, __u32 idx, const struct nl_fold_key *key,
+					const struct nl_carry *c, __u64 now, __u64 seq)
+{
+	if (idx >= NL_FOLD_SLOTS)
+		return 0;
+	int back = 0;
+	bpf_spin_lock(&f->lock);
+	struct nl_fold_slot *s = &f->slots[idx];
+	if (s->ready && nl_key_eq(&s->key, key)) {
+		/* Repeats folded since (other CPUs) came after this one. */
+		if (!s->count) {
+			s->last_ns = now;
+			s->seq_last = seq;
+		}
+		s->first_ns = c->count ? c->first_ns : now;
+		s->seq_first = c->count ? c->seq_first : seq;
+		s->count += 1 + c->count;
+		back = 1;
+	}
+	bpf_spin_unlock(&f->lock);
+	return back;
+}
+
 static __always_inline void nl_fold_key_of(struct nl_fold_key *k, const struct nl_subject *subj,
 					   const struct nl_dst *dst, const struct nl_verdict *v,
 					   __u32 tgid)
@@ -251,7 +279,8 @@ static __always_inline struct nl_event *nl_reserve(const struct nl_subject *subj
 
 	struct nl_event *e = bpf_ringbuf_reserve(&nl_events, sizeof(*e), 0);
 	if (!e) {
-		nl_count_ring_loss(st, stands_for);
+		if (!p->f || !nl_fold_back(p->f, p->idx, &p->key, &op.carry, now, seq))
+			nl_count_ring_loss(st, stands_for);
 		return 0;
 	}
 	e->hdr.op = subj->op;

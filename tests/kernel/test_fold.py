@@ -17,6 +17,8 @@ import pytest
 
 from netlogger.kernel import loader
 from netlogger.kernel.plane import Plane
+from netlogger.kernel.ringbuf import span
+from netlogger.pipeline.decode import EVENT_SIZE
 from netlogger.pipeline.enrich import attribution_of
 from netlogger.pipeline.losses import LossLedger
 from netlogger.pipeline.record import Record
@@ -92,6 +94,31 @@ def test_a_folded_flood_records_the_odd_deny_and_accounts_for_every_one(
         r.repeat_first_ns <= r.repeat_last_ns == r.bpf_ts_ns and r.repeat_seq_first < r.seq
         for r in folded
     )
+    assert problems(lines(plane, records), cg.id, range(FLOOD + 1)) == []
+
+
+# A window short enough that even a fast flood spans more windows than the ring holds records.
+SHORT_WINDOW = loader.Settings(ring_bytes=SMALL_RING, allowed_per_sec=0, fold_window_ns=20_000)
+
+
+@pytest.mark.parametrize("settings", [SHORT_WINDOW])
+def test_a_full_ring_costs_a_folded_decision_nothing(
+    enrolled, spawn, read, plane, settings
+) -> None:
+    """Nobody reads while the flood runs: its records soon find the ring full, and
+    each goes back into its slot, which the flush writes, instead of being lost. The
+    odd deny comes when the ring is full: a decision's first record has no copy in a
+    slot to go back to, so that one is lost, and counted."""
+    cg = enrolled("a")
+    records = drained(read, plane, [run(spawn(cg))], meanwhile=False)
+    state = plane.cgroup_state.lookup(cg.id)
+
+    assert state.seq == FLOOD + 1
+    assert len(records) >= SMALL_RING // span(EVENT_SIZE)  # the ring was full
+    assert (state.ringbuf_lost, state.throttled) == (1, 0)
+    assert [r for r in records if r.dst_port == str(ODD)] == []
+    assert sum(r.stands_for for r in records) == FLOOD
+    assert records[-1].stands_for > FLOOD // 2  # the flush carried what the ring refused
     assert problems(lines(plane, records), cg.id, range(FLOOD + 1)) == []
 
 
