@@ -9,17 +9,8 @@
 
 _nl_dns_setup() (
     set -euo pipefail
-    missing=()
-    for pkg in dnsmasq-base gcc libc6-dev; do
-        dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "dns-setup: apt-get install ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    fi
+    source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+    nl_apt_install dns-setup dnsmasq-base gcc libc6-dev
 )
 
 _nl_dns_setup

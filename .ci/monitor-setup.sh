@@ -16,17 +16,8 @@ _nl_monitor_setup() (
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
     # --- Debian packages ------------------------------------------------------------------
-    local_missing=()
-    for pkg in docker.io prometheus busybox-static curl ca-certificates; do
-        dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-            || local_missing+=("$pkg")
-    done
-    if [ "${#local_missing[@]}" -gt 0 ]; then
-        echo "monitor-setup: apt-get install ${local_missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${local_missing[@]}" >/dev/null
-    fi
+    source "$here/.ci/apt.sh"
+    nl_apt_install monitor-setup docker.io prometheus busybox-static curl ca-certificates
 
     # --- Python packages ------------------------------------------------------------------
     py=${PYTHON:-python3}
