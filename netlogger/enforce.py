@@ -138,10 +138,11 @@ class Enforcer:
         Writer.POLICY; other writers' nl_cidrs entries stay as they are. A
         changed policy has a new id (compile.py), so: (1) every entry of the new
         set is written beside the old ones, (2) each enrollment whose policy
-        changed moves to the new id in one map write, (3) entries no longer
-        wanted go. A cgroup is decided by its old policy, complete, up to its
-        one write and by its new one, complete, from it on: never by a mix,
-        never by an empty policy. Entries that did not change are not written.
+        changed moves to the new id in one map write, (3) once every program run
+        that may have read an old id has ended, entries no longer wanted go. A
+        cgroup is decided by its old policy, complete, up to its one write and by
+        its new one, complete, from it on: never by a mix, never by an empty
+        policy. Entries that did not change are not written.
         `moves`: cgroup id -> the policy the caller enrolls it under next (moved
         there now), or None for one the caller unenrolls next (left as it is).
         """
@@ -173,6 +174,8 @@ class Enforcer:
                 if moved is not None:
                     undo.append((p.enrollments, cg, p.enrollments.lookup(cg)))
                     p.enrollments.update(cg, moved)
+            if stale:
+                p.wait_for_programs()  # a hook that read an old policy id is done with it
             for bpf_map, key in stale:
                 undo.append((bpf_map, key, bpf_map.lookup(key)))
                 bpf_map.delete(key)

@@ -167,6 +167,29 @@ class Plane:
             finally:
                 os.close(fd)
 
+    def wait_for_programs(self) -> None:
+        """Return once every program run that had begun before the call has ended.
+
+        A hook that read an enrollment just before it changed may still be deciding by
+        the old policy, whose entries must stay until it is done. The kernel waits so
+        (synchronize_rcu) after each syscall write to a map-in-map: here key 0 of
+        nl_dns_queries, which names no cgroup, is written and removed. Both writes
+        succeed: newer kernels wait only after one that does.
+        """
+        key, fd = ctypes.c_uint64(0), create_inner(self.dns_queries.name)
+        try:
+            value = ctypes.c_uint32(fd)
+            for what, ret in (
+                ("add", libbpf.bpf_map_update_elem(
+                    self.dns_queries.fd, ctypes.byref(key), ctypes.byref(value), 0
+                )),
+                ("remove", libbpf.bpf_map_delete_elem(self.dns_queries.fd, ctypes.byref(key))),
+            ):  # fmt: skip
+                if ret < 0:
+                    libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"{what} the program barrier")
+        finally:
+            os.close(fd)
+
     def drop_dns_sets(self, cgroup_id: int) -> None:
         for outer in (self.dns_admitted, self.dns_queries):
             outer.delete(cgroup_id)

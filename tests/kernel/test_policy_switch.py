@@ -20,6 +20,7 @@ from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
 from netlogger.kernel.maps import BpfMap
+from netlogger.kernel.plane import Plane
 
 OLD = """
 policies:
@@ -86,8 +87,15 @@ def test_every_map_write_of_a_switch_keeps_one_whole_policy(
             step(self, "delete")
             return found
 
+        wait = Plane.wait_for_programs
+
+        def stepped_wait(self: Plane) -> None:
+            wait(self)
+            steps.append(("programs", "wait", switched, verdicts(w)))
+
         monkeypatch.setattr(BpfMap, "update", stepped_update)
         monkeypatch.setattr(BpfMap, "delete", stepped_delete)
+        monkeypatch.setattr(Plane, "wait_for_programs", stepped_wait)
         enforcer.apply_policies(after)
         monkeypatch.undo()
 
@@ -97,6 +105,10 @@ def test_every_map_write_of_a_switch_keeps_one_whole_policy(
         assert ops.index(("nl_enrollments", "update")) > max(
             i for i, o in enumerate(ops) if o[1] == "update" and o[0] != "nl_enrollments"
         )  # every new entry is in place before it
+        # and no old entry goes before every hook that may have read the old id is done
+        first_delete = min(i for i, o in enumerate(ops) if o[1] == "delete")
+        assert ops.index(("nl_enrollments", "update")) < ops.index(("programs", "wait"))
+        assert ops.index(("programs", "wait")) < first_delete
         for name, op, done, seen in steps:
             assert seen == (then if done else want), (name, op, done)
         assert verdicts(w) == then

@@ -79,6 +79,7 @@ GUEST_TESTS = [
     "tests/kernel/test_fold.py::test_with_folding_off_every_decision_is_a_record_and_the_ring_losses_return",
     "tests/kernel/test_fold.py::test_decisions_slower_than_the_window_are_each_their_own_record",
     "tests/kernel/test_fold.py::test_a_flush_with_nothing_folded_writes_nothing",
+    "tests/kernel/test_fold.py::test_a_full_ring_costs_a_folded_decision_nothing",
     # pinned links swapped to a new loader's programs after the old one is killed
     "tests/kernel/test_restart.py::test_sigkill_loader_then_take_over",
     # a pinned map whose layout changed is migrated, not reused
