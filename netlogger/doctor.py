@@ -137,6 +137,12 @@ def _trial() -> Check:
     except (NetloggerError, OSError) as exc:
         return Check("trial load", "fail", f"{type(exc).__name__}: {exc}")
     detail = f"loaded {len(programs)} programs; attached the cgroup ones to a test cgroup"
+    heaviest = max(programs, key=programs.__getitem__, default=None)
+    if heaviest is not None and programs[heaviest]:
+        detail += (
+            f"; the verifier's heaviest: {heaviest}, {programs[heaviest]:,} instructions "
+            f"of its {loader.VERIFIER_BUDGET:,} budget"
+        )
     return Check("trial load", "ok", detail)
 
 

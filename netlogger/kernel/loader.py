@@ -28,7 +28,7 @@ from netlogger.kernel import abi, features, libbpf, migrate, pins
 from netlogger.kernel.btf import Btf
 from netlogger.kernel.cgroup import Cgroup
 from netlogger.kernel.libbpf import Op
-from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info
+from netlogger.kernel.objinfo import BPF_LINK_TYPE_CGROUP, link_info, prog_info
 from netlogger.kernel.plane import Plane, map_fd, map_handle, program_handle
 from netlogger.kernel.spec import MAPS, OBJECT, PROGRAMS, TRACING, wanted
 
@@ -272,15 +272,20 @@ def load(
     return plane
 
 
-def trial(cg: Cgroup, object_path: Path = OBJECT) -> list[str]:
+# What one program may make the verifier process (BPF_COMPLEXITY_LIMIT_INSNS, since 5.2).
+VERIFIER_BUDGET = 1_000_000
+
+
+def trial(cg: Cgroup, object_path: Path = OBJECT) -> dict[str, int]:
     """Load every program this kernel takes, attach the scope ones to `cg` unpinned, then
-    take it all away again. Returns the names of the programs loaded."""
+    take it all away again. Returns, per program loaded, how many instructions the
+    verifier processed to accept it (VERIFIER_BUDGET at most; 0 before Linux 5.16)."""
     features.require()
     layers = features.layers()
     obj = _open_object(object_path, Settings(), layers)
     links: list[int] = []
     try:
-        _choose_tracing(obj)  # loaded if the kernel takes them, attached only by load()
+        refused = _choose_tracing(obj)  # loaded if the kernel takes them, attached by load()
         libbpf.call(libbpf.bpf_object__load, Op.LOAD, f"load {object_path.name}", obj)
         fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -288,7 +293,11 @@ def trial(cg: Cgroup, object_path: Path = OBJECT) -> list[str]:
                 links.append(_attach_cgroup(obj, name, cg.path, fd))
         finally:
             os.close(fd)
-        return [name for name in PROGRAMS if wanted(name, layers)]
+        return {
+            name: prog_info(libbpf.bpf_program__fd(program_handle(obj, name))).verified_insns
+            for name in PROGRAMS
+            if wanted(name, layers) and name not in refused
+        }
     finally:
         for link in links:
             libbpf.bpf_link__destroy(link)

@@ -49,6 +49,8 @@ class _ProgInfo(ctypes.Structure):
         ("skip2", ctypes.c_uint8 * 112),
         ("run_time_ns", u64),
         ("run_cnt", u64),
+        ("recursion_misses", u64),
+        ("verified_insns", u32),  # 5.16+; 0 where the kernel does not fill it
     ]
 
 
@@ -78,6 +80,7 @@ class ProgInfo:
     name: str
     run_time_ns: int
     run_cnt: int
+    verified_insns: int  # instructions the verifier processed to accept it
 
 
 def _fill(fd: int, info: ctypes.Structure, what: str) -> None:
@@ -109,4 +112,4 @@ def link_info(fd: int) -> LinkInfo:
 def prog_info(fd: int) -> ProgInfo:
     i = _ProgInfo()
     _fill(fd, i, "program info")
-    return ProgInfo(i.id, i.name.decode(), i.run_time_ns, i.run_cnt)
+    return ProgInfo(i.id, i.name.decode(), i.run_time_ns, i.run_cnt, i.verified_insns)
