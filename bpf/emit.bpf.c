@@ -26,9 +26,11 @@ static __always_inline void nl_submit(struct nl_event *e)
 }
 
 
+/* `st` may be 0 (a flush for a cgroup whose state is gone): the CPU's count still has it. */
 static __always_inline void nl_count_ring_loss(struct nl_cgroup_state *st, __u64 n)
 {
-	__sync_fetch_and_add(&st->ringbuf_lost, n);
+	if (st)
+		__sync_fetch_and_add(&st->ringbuf_lost, n);
 	struct nl_cpu_loss *loss = nl_cpu_loss_slot();
 	if (loss)
 		loss->ringbuf_lost += n;
@@ -73,11 +75,7 @@ static __always_inline void nl_emit_carried(struct nl_cgroup_state *st, const st
 {
 	struct nl_event *e = bpf_ringbuf_reserve(&nl_events, sizeof(*e), 0);
 	if (!e) {
-		if (st)
-			__sync_fetch_and_add(&st->ringbuf_lost, c->count);
-		struct nl_cpu_loss *loss = nl_cpu_loss_slot();
-		if (loss)
-			loss->ringbuf_lost += c->count;
+		nl_count_ring_loss(st, c->count);
 		return;
 	}
 	__builtin_memcpy(e, last, sizeof(*e));

@@ -77,7 +77,8 @@ static __always_inline int nl_take_token(__u64 *tat_ns, __u64 now)
  * once per program that calls it, with the verdict unknown, instead of once
  * for every verdict path of its caller times every path through the fold.
  * Inlined, that product took 6.1's verifier past its 1M-instruction budget.
- * Each returns 1 when the decision went into a record or a fold slot. */
+ * Their result means nothing: 6.1 takes only global functions that return a
+ * scalar. */
 
 /* A decision made in the deciding task's context: the record names the task. */
 int nl_emit(const struct nl_subject *subj, const struct nl_dst *dst, const struct nl_verdict *v,

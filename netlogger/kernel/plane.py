@@ -176,19 +176,12 @@ class Plane:
         nl_dns_queries, which names no cgroup, is written and removed. Both writes
         succeed: newer kernels wait only after one that does.
         """
-        key, fd = ctypes.c_uint64(0), create_inner(self.dns_queries.name)
+        fd = create_inner(self.dns_queries.name)
         try:
-            value = ctypes.c_uint32(fd)
-            for what, ret in (
-                ("add", libbpf.bpf_map_update_elem(
-                    self.dns_queries.fd, ctypes.byref(key), ctypes.byref(value), 0
-                )),
-                ("remove", libbpf.bpf_map_delete_elem(self.dns_queries.fd, ctypes.byref(key))),
-            ):  # fmt: skip
-                if ret < 0:
-                    libbpf.raise_for_errno(-ret, libbpf.Op.MAP, f"{what} the program barrier")
+            self.dns_queries.update(0, fd)
         finally:
             os.close(fd)
+        self.dns_queries.delete(0)
 
     def drop_dns_sets(self, cgroup_id: int) -> None:
         for outer in (self.dns_admitted, self.dns_queries):

@@ -8,7 +8,7 @@ from netlogger.sinks.otlp import encode
 from tests.otlp.conftest import MakeSink
 from tests.otlp.receiver import Receiver, attributes, value
 from tests.otlp.records import BOOT_WALL_NS, HOST, _ts, decision
-from tests.otlp.test_otlp_records import expected_attributes, typed
+from tests.otlp.test_otlp_records import delivered
 
 
 def labelled(seq: int, **fields: object) -> object:
@@ -57,14 +57,7 @@ def answer() -> DnsRecord:
 
 def test_evidence_and_answers_arrive_exactly(receiver: Receiver, make_sink: MakeSink) -> None:
     items = [labelled(1), labelled(2, udp_connect=True, action="denied"), answer()]
-    sink = make_sink(receiver.port)
-    sink.export(items)
-    sink.force_flush(20)
-    assert receiver.wait_for(len(items))
-    got = receiver.records()
-    for item, rec in zip(items, got, strict=True):
-        assert typed(attributes(rec)) == typed(expected_attributes(item))
-    first, probe, dns = got
+    first, probe, dns = delivered(receiver, make_sink(receiver.port), items)
     assert attributes(first)["dns.cname_chain"] == ["edge.cdn.example.net", "e1.cdn.example.net"]
     assert attributes(first)["dns.ttl_left_s"] == -3
     assert attributes(probe)["udp_connect"] is True

@@ -32,6 +32,17 @@ def unix_ns(ts: str) -> int:
     return seconds * 1_000_000_000 + int(ts[20:29])
 
 
+def delivered(receiver: Receiver, sink: Any, items: list[Any]) -> list[Any]:
+    """Export `items`, wait for all of them, check each arrived with exactly its attributes."""
+    sink.export(items)
+    sink.force_flush(20)
+    assert receiver.wait_for(len(items))
+    got = receiver.records()
+    for item, rec in zip(items, got, strict=True):
+        assert typed(attributes(rec)) == typed(expected_attributes(item))
+    return got
+
+
 def test_every_kind_of_record_arrives_with_exact_attributes(
     receiver: Receiver, make_sink: MakeSink
 ) -> None:
@@ -187,13 +198,8 @@ def test_control_records_arrive_with_exact_attributes(
         mode_after=None, policy_after=None, bypass_s=None, bypass_until=None,
     )  # fmt: skip
     items = [control(), refused, automatic]
-    sink = make_sink(receiver.port)
-    sink.export(items)
-    sink.force_flush(20)
-    assert receiver.wait_for(len(items))
-    got = receiver.records()
+    got = delivered(receiver, make_sink(receiver.port), items)
     for item, rec in zip(items, got, strict=True):
-        assert typed(attributes(rec)) == typed(expected_attributes(item))
         assert rec.event_name == "ebpf.egress.control"
         assert rec.time_unix_nano == unix_ns(item.ts)
     assert attributes(got[0])["record_id"] == (
