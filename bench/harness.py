@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlogger import sandbox
+from netlogger import heap, sandbox
 from netlogger.config.check import check_source
 from netlogger.config.source import parse
 from netlogger.enforce import Enforcer, Target
@@ -25,7 +25,8 @@ from netlogger.kernel.plane import Plane
 from netlogger.kernel.ringbuf import RingReader
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import DnsDecoder
-from netlogger.pipeline.enrich import AttributionEnricher, Enricher
+from netlogger.pipeline.enrich import AttributionEnricher, Enricher, ProcessEnricher
+from netlogger.pipeline.pump import BATCH_BYTES
 from netlogger.policy.compile import PolicySet
 from netlogger.sinks.jsonl import JsonlSink
 from netlogger.workload import Workload
@@ -100,9 +101,11 @@ def rates(
 
 
 def agent_pipeline(bench: Bench, out: Path, dns: bool = False) -> Callable[[RingReader], int]:
-    """The agent's decode -> enrich -> JSONL (a file in `out`) on one thread: each call
-    moves one drained batch of `ring` and says how many records it moved. `dns` adds
-    the DNS answer decoder and the DNS enricher."""
+    """The agent's decode -> enrich -> JSONL (a file in `out`) on one thread, with the
+    agent's heap settings, batch size and enrichers (attribution, process, DNS names):
+    each call moves what `ring` holds and says how many records it moved. `dns` adds
+    the DNS answer decoder (the DNS enricher is always there, as in the agent)."""
+    heap.keep_freed_memory()
     policies = bench.policies
     sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
     bench.stack.callback(sink.shutdown)
@@ -112,16 +115,22 @@ def agent_pipeline(bench: Bench, out: Path, dns: bool = False) -> Callable[[Ring
         lambda p: by_id[p].name,
         "bench-host",
     )
-    enrichers: list[Enricher] = [AttributionEnricher(bench.plane.labels.lookup)]
+    enrichers: list[Enricher] = [
+        AttributionEnricher(bench.plane.labels.lookup),
+        ProcessEnricher(),
+        DnsEnricher(),
+    ]
     if dns:
         DnsDecoder(decoder)
-        enrichers.append(DnsEnricher())
 
     def move(ring: RingReader) -> int:
-        records = decoder.decode_all(ring.drain())
-        for enricher in enrichers:
-            enricher.enrich(records)
-        sink.export(records)
-        return len(records)
+        moved = 0
+        while ring.pending_bytes():
+            records = decoder.decode_batch(ring.drain(max_bytes=BATCH_BYTES))
+            for enricher in enrichers:
+                enricher.enrich(records)
+            sink.export(records)
+            moved += len(records)
+        return moved
 
     return move

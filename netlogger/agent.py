@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlogger import control, privileges
+from netlogger import control, heap, privileges
 from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
 from netlogger.config.check import Checked, fold_window_ns
@@ -137,6 +137,7 @@ class Agent:
     def _start(self) -> None:
         opts, stack = self.options, self._stack
         privileges.require()
+        heap.keep_freed_memory()
         scope = cgroup.resolve(opts.scope) if opts.scope else cgroup.root()
         statics = self._statics()
         settings = self._settings()

@@ -10,13 +10,12 @@ pid as the kernel states them (SO_PEERCRED), never what a client claims.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netlogger.enforce import Enrolled
-from netlogger.pipeline.decode import Rfc3339
+from netlogger.pipeline.clock import timestamp
 from netlogger.pipeline.record import CONTROL_TRIGGERS, EVENT_NAMES, Control
 
 
@@ -66,19 +65,16 @@ class AuditTrail:
         self._publish = publish
         self._host_name = host_name
         self._names = names  # container id -> name, as the engine named them
-        self._ts = Rfc3339()
-        self._lock = threading.Lock()  # Rfc3339 caches per second; callers are many threads
 
     def record(self, action: Action) -> Control:
         now_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        with self._lock:
-            ts = self._ts(now_ns)
-            after = action.after
-            until = (
-                self._ts(now_ns + int(after.bypass_left_s * 1e9))
-                if after is not None and after.mode == "bypass"
-                else None
-            )
+        ts = timestamp(now_ns)
+        after = action.after
+        until = (
+            timestamp(now_ns + int(after.bypass_left_s * 1e9))
+            if after is not None and after.mode == "bypass"
+            else None
+        )
         known = action.after or action.before
         container_id = action.container_id or (known.container_id if known else "")
         cgroup_id = action.cgroup_id

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import msgspec
 
+from netlogger.pipeline.decisions import Decisions
 from netlogger.pipeline.record import DnsRecord, Record, RingItem
 
 log = logging.getLogger("netlogger.dns")
@@ -168,8 +169,12 @@ class DnsEnricher:
         """In ring order: answers fill the cache, decision records read it.
 
         The pump hands over a batch's DNS records before its decisions, so an
-        answer is in the cache before the connect that used it is labelled.
+        answer is in the cache before the connect that used it is labelled. In a
+        Decisions batch only the groups whose destination this cgroup resolved are
+        built record by record: a label ages with each record.
         """
+        if isinstance(items, Decisions):
+            items = items.materialise({g for g in items.groups if self._may_label(g.template)})
         for item in items:
             if type(item) is Record:
                 self.label(item)
@@ -199,6 +204,10 @@ class DnsEnricher:
         self.changed = True
 
     # -- records out ------------------------------------------------------
+
+    def _may_label(self, rec: Record) -> bool:
+        cache = self._cgroups.get(rec.cgroup_id)
+        return cache is not None and rec.dst_ip is not None and bool(cache.by_ip.get(rec.dst_ip))
 
     def label(self, rec: Record) -> None:
         cache = self._cgroups.get(rec.cgroup_id)

@@ -77,7 +77,8 @@ def _uniform_prefix(region: bytes, length: int) -> int:
 def scan(region: bytes, record_size: int = 0) -> tuple[Batch, int]:
     """The committed records at the start of `region`, and how many bytes they span.
 
-    Stops at the first record still in flight (BUSY); skips discarded ones.
+    Stops at the first record still in flight (BUSY), or that does not fit whole in
+    `region`; skips discarded ones.
     """
     starts: list[int] | range = []
     offset = 0
@@ -92,6 +93,8 @@ def scan(region: bytes, record_size: int = 0) -> tuple[Batch, int]:
         length = _u32.unpack_from(region, offset)[0]
         if length & BUSY:
             break  # a producer reserved this and has not submitted yet
+        if offset + span(length & ~DISCARD) > len(region):
+            break  # cut off by a read limit: the next read starts with it
         if not length & DISCARD:
             starts.append(offset + HEADER)
         offset += span(length & ~DISCARD)
@@ -132,8 +135,9 @@ class RingReader:
     def pending_bytes(self) -> int:
         return self._producer() - self.position
 
-    def drain(self, release: bool = True) -> Batch:
-        """Every committed record not read yet, oldest first.
+    def drain(self, release: bool = True, max_bytes: int = 0) -> Batch:
+        """Every committed record not read yet (or those within the next `max_bytes`
+        ring bytes), oldest first.
 
         With `release`, their space in the ring is freed at once; without, it stays
         taken until `release()` is called with a position at or past them.
@@ -141,7 +145,10 @@ class RingReader:
         # Never read behind what is released: another consumer may have moved it on.
         start, prod = max(self.position, self._consumer_pos.value), self._producer()
         at = self._page + (start & self._mask)
-        batch, consumed = scan(self._data[at : at + (prod - start)], self.record_size)
+        if max_bytes and self.record_size:  # whole records: the batch stays uniform
+            max_bytes = max(max_bytes - max_bytes % span(self.record_size), span(self.record_size))
+        size = min(prod - start, max_bytes) if max_bytes else prod - start
+        batch, consumed = scan(self._data[at : at + size], self.record_size)
         self.position = start + consumed
         if release:
             self.release(self.position)

@@ -25,13 +25,15 @@ import ctypes
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import msgspec
 
 from netlogger.kernel import abi
 from netlogger.kernel.ringbuf import HEADER, Batch, span
+from netlogger.pipeline.clock import boot_to_wall_ns, timestamp
+from netlogger.pipeline.decisions import Decisions, Group
 from netlogger.pipeline.record import EVENT_NAMES, Record, RingItem
 
 _EVENT = abi.unpacker(abi.Event)
@@ -42,40 +44,52 @@ _NAMES = abi.flat_names(abi.Event)
 _CHECK_FIELDS = ["op", "version", "size"]
 _CGROUP_FIELDS = ["cgroup_id", "task_cgroup_id"]
 _DECISION_FIELDS = _NAMES[_NAMES.index("rule_id") :]  # destination, verdict, comm
-_CLOCK_FIELDS = ["ts_ns", "seq"]
-_TASK_FIELDS = [
-    "sock_cookie", "repeat_first_ns", "repeat_seq_first", "pid", "tid", "uid", "gid",
-    "repeat_count",
-]  # fmt: skip
 assert _DECISION_FIELDS[-1] == "comm" and "ts_ns" not in _DECISION_FIELDS
 
 
-def _bytes(cls: type, first: str, end: str | None = None) -> str:
-    part = abi.span_of(cls, first, end)
+def _bytes(first: str, end: str | None = None) -> str:
+    part = abi.span_of(abi.Event, first, end)
     return f"{part.stop - part.start}s"
 
 
-# One record in one call: the three byte groups that form the cache key (the
-# header's checks, both cgroup ids, everything from the rule on) and, between
-# them, the fields that change from record to record.
-_ROW_FORMAT = (
-    _bytes(abi.Hdr, "op", "cpu") + f"{abi.Hdr.cpu.size}x"
-    + abi.fields_format(abi.Event, _CLOCK_FIELDS) + _bytes(abi.Event, "cgroup_id", "sock_cookie")
-    + abi.fields_format(abi.Event, _TASK_FIELDS) + _bytes(abi.Event, "rule_id")
+def _skip(first: str, end: str | None = None) -> str:
+    part = abi.span_of(abi.Event, first, end)
+    return f"{part.stop - part.start}x"
+
+
+# Two readings of an event. The group key: the header's checks, both cgroup ids, the
+# task (pid, tid, uid, gid) and everything from the rule on, as four byte strings
+# joined into one key. The record's own fields: clock, sequence, socket, repeats.
+_HDR_CHECKS = abi.span_of(abi.Hdr, "op", "cpu")
+_KEY_FORMAT = (
+    f"{_HDR_CHECKS.stop}s{abi.Hdr.cpu.size}x" + _skip("ts_ns", "cgroup_id")
+    + _bytes("cgroup_id", "sock_cookie") + _skip("sock_cookie", "pid")
+    + _bytes("pid", "repeat_count") + _skip("repeat_count", "rule_id") + _bytes("rule_id")
 )  # fmt: skip
-_ROW = struct.Struct("=" + _ROW_FORMAT)
-# A uniform batch is unpacked in one pass over the region, ring headers skipped.
-_FRAMED = struct.Struct(f"={HEADER}x{_ROW_FORMAT}{span(EVENT_SIZE) - HEADER - EVENT_SIZE}x")
-# The cache key is the three byte groups back to back; this reads it as fields.
+_ROW_FIELDS = ["ts_ns", "seq", "sock_cookie", "repeat_first_ns", "repeat_seq_first", "repeat_count"]
+_ROW_FORMAT = (
+    _skip("hdr", "ts_ns") + abi.fields_format(abi.Event, _ROW_FIELDS[:2])
+    + _skip("cgroup_id", "sock_cookie") + abi.fields_format(abi.Event, _ROW_FIELDS[2:5])
+    + _skip("pid", "repeat_count") + abi.fields_format(abi.Event, _ROW_FIELDS[5:])
+    + _skip("rule_id")
+)  # fmt: skip
+_KEY_ROW, _ROW = struct.Struct("=" + _KEY_FORMAT), struct.Struct("=" + _ROW_FORMAT)
+# A uniform batch is read in one pass over the region, ring headers skipped.
+_FRAME_PAD = f"{span(EVENT_SIZE) - HEADER - EVENT_SIZE}x"
+_KEY_FRAMED = struct.Struct(f"={HEADER}x{_KEY_FORMAT}{_FRAME_PAD}")
+_ROW_FRAMED = struct.Struct(f"={HEADER}x{_ROW_FORMAT}{_FRAME_PAD}")
+assert _KEY_ROW.size == _ROW.size == EVENT_SIZE
+# Where the task sits in a joined key; the rest of the key reads as fields with _KEY.
+_TASK_AT = _HDR_CHECKS.stop + abi.Event.cgroup_id.size + abi.Event.task_cgroup_id.size
+_TASK = struct.Struct("=" + abi.fields_format(abi.Event, ["pid", "tid", "uid", "gid"]))
 _KEY_FIELDS = _CHECK_FIELDS + _CGROUP_FIELDS + _DECISION_FIELDS
 _KEY = struct.Struct(
     "=" + abi.fields_format(abi.Hdr, _CHECK_FIELDS) + abi.fields_format(abi.Event, _CGROUP_FIELDS)
     + abi.fields_format(abi.Event, _DECISION_FIELDS)
 )  # fmt: skip
 _K = {name: i for i, name in enumerate(_KEY_FIELDS)}
-assert _ROW.size == EVENT_SIZE
 
-# Record's positional order, as _records lays it out.
+# Record's positional order, as _template lays it out.
 assert [f.name for f in msgspec.structs.fields(Record)][:34] == [
     "event_name", "ts", "bpf_ts_ns", "seq", "action", "mode", "reason", "would_deny",
     "cgroup_id", "task_cgroup_id", "l4_proto", "l4_proto_code", "ipv6", "ipv4_mapped", "nat64",
@@ -97,27 +111,6 @@ AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _F = abi.Flag
 _MAPPED = int(_F.IPV4_MAPPED)  # a plain int: IntFlag arithmetic costs microseconds
 _CACHE_LIMIT = 65536
-_NS = 1_000_000_000
-
-
-def boot_to_wall_ns() -> int:
-    """Add to a CLOCK_BOOTTIME reading to get wall-clock nanoseconds."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
-
-class Rfc3339:
-    """Formats wall-clock ns as RFC 3339 UTC; the seconds part is cached per second."""
-
-    def __init__(self) -> None:
-        self._sec = -1
-        self._prefix = ""
-
-    def __call__(self, wall_ns: int) -> str:
-        sec, frac = divmod(wall_ns, 1_000_000_000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{frac:09d}Z"
 
 
 def dst_ip(family: int, flags: int, daddr: bytes) -> str:
@@ -168,17 +161,16 @@ class Decoder:
         self.skipped: collections.Counter[str] = collections.Counter()
         self.unknown: collections.Counter[str] = collections.Counter()
         self._offset = boot_to_wall_ns()
-        self._ts = Rfc3339()
         self._statics: dict[bytes, Static | str] = {}
         self.kinds: dict[int, DecodeOne] = dict.fromkeys(_OPS, self._event)
 
     def now(self) -> str:
         """The wall clock now, formatted as record timestamps are."""
-        return self._ts(time.clock_gettime_ns(time.CLOCK_REALTIME))
+        return timestamp(time.clock_gettime_ns(time.CLOCK_REALTIME))
 
     def timestamp(self, boot_ns: int) -> str:
         """A kernel (CLOCK_BOOTTIME) time, formatted as record timestamps are."""
-        return self._ts(boot_ns + self._offset)
+        return timestamp(boot_ns + self._offset)
 
     def resync_clock(self) -> None:
         """Re-read the boot->wall offset (wall time may have been stepped)."""
@@ -223,49 +215,49 @@ class Decoder:
         )
         return _OPS[v[_K["op"]]], head, tail, tuple(unknown)
 
-    def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[RingItem]:
-        """Records from unpacked rows (see _ROW)."""
-        statics, skipped, unknown = self._statics, self.skipped, self.unknown
-        offset, host, second_ns, prefix = self._offset, self.host_name, -1, ""
-        out: list[RingItem] = []
-        append = out.append
-        for (
-            checks, ts_ns, seq, cgroups, cookie, first_ns, seq_first, pid, tid, uid, gid, repeats,
-            decision,
-        ) in rows:  # fmt: skip
-            key = checks + cgroups + decision
-            static = statics.get(key)
-            if static is None:
-                if len(statics) >= _CACHE_LIMIT:
-                    statics.clear()
-                static = statics[key] = self._static(_KEY.unpack(key))
-            if isinstance(static, str):
-                skipped[static] += 1
+    def _template(self, key: bytes) -> Group | str:
+        """A new group for a joined key (see _KEY_FORMAT), or why its records are skipped."""
+        pid, tid, uid, gid = _TASK.unpack_from(key, _TASK_AT)
+        static_key = key[:_TASK_AT] + key[_TASK_AT + _TASK.size :]
+        static = self._statics.get(static_key)
+        if static is None:
+            if len(self._statics) >= _CACHE_LIMIT:
+                self._statics.clear()
+            static = self._statics[static_key] = self._static(_KEY.unpack(static_key))
+        if isinstance(static, str):
+            return static
+        event_name, head, tail, unknown = static
+        template = Record(
+            event_name, "", 0, 0, *head, pid, tid, uid, gid, 0, self.host_name, "", "", "", *tail
+        )
+        return Group(template, unknown=unknown)
+
+    def _decisions(self, region: memoryview, keys: struct.Struct, rows: struct.Struct) -> Decisions:
+        """The decision events that fill `region`, read with `keys` and `rows`."""
+        groups = _Memo(self._template)
+        keyed = map(b"".join, keys.iter_unpack(region))
+        refs: list[Group | str] = list(map(groups.__getitem__, keyed))
+        counts = collections.Counter(refs)
+        index = None
+        if any(isinstance(g, str) for g in groups.values()):
+            index = [i for i, g in enumerate(refs) if type(g) is Group]
+            refs = [refs[i] for i in index]
+        for group, n in counts.items():
+            if isinstance(group, str):
+                self.skipped[group] += n
                 continue
-            event_name, head, tail, unknown_kinds = static
-            if unknown_kinds:
-                unknown.update(unknown_kinds)
-            wall = ts_ns + offset
-            if not 0 <= wall - second_ns < _NS:
-                prefix = self._ts(wall)[:19]
-                second_ns = wall - wall % _NS
-            record = Record(
-                event_name, f"{prefix}.{wall - second_ns:09d}Z", ts_ns, seq, *head,
-                pid, tid, uid, gid, cookie, host, "", "", "", *tail,
-            )  # fmt: skip
-            if repeats > 1:
-                record.repeat_count = repeats
-                record.repeat_first_ns, record.repeat_last_ns = first_ns, ts_ns
-                record.repeat_seq_first = seq_first
-            append(record)
-        return out
+            group.count = n
+            for kind in group.unknown:
+                self.unknown[kind] += n
+        kept = [g for g in groups.values() if type(g) is Group]
+        return Decisions(region, rows, cast(list[Group | Record], refs), kept, self._offset, index)
 
     def _event(self, raw: bytes) -> RingItem | None:
         if len(raw) < EVENT_SIZE:
             self.skipped["short"] += 1
             return None
-        records = self._records([_ROW.unpack_from(raw)])
-        return records[0] if records else None
+        decisions = self._decisions(memoryview(raw)[:EVENT_SIZE], _KEY_ROW, _ROW)
+        return decisions[0] if decisions else None
 
     def decode(self, raw: bytes) -> RingItem | None:
         if len(raw) < HDR_SIZE:
@@ -277,14 +269,18 @@ class Decoder:
             return None
         return kind(raw)
 
-    def decode_all(self, raws: Iterable[bytes]) -> list[RingItem]:
+    def decode_batch(self, raws: Iterable[bytes]) -> Sequence[RingItem]:
         """Every decodable record of `raws`, in order.
 
-        A ring Batch of decision events only (`uniform`) is unpacked in one pass;
-        anything else goes record by record through the op table.
+        A ring Batch of decision events only (`uniform`) becomes one Decisions,
+        read in two passes over its bytes; anything else goes record by record
+        through the op table.
         """
         if isinstance(raws, Batch) and raws.uniform == EVENT_SIZE:
-            return self._records(
-                _FRAMED.iter_unpack(memoryview(raws.data)[: len(raws) * _FRAMED.size])
-            )
+            region = memoryview(raws.data)[: len(raws) * _KEY_FRAMED.size]
+            return self._decisions(region, _KEY_FRAMED, _ROW_FRAMED)
         return [r for r in map(self.decode, raws) if r is not None]
+
+    def decode_all(self, raws: Iterable[bytes]) -> list[RingItem]:
+        """`decode_batch` with every record built: for callers that keep a few."""
+        return list(self.decode_batch(raws))

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from netlogger.kernel import abi
 from netlogger.pipeline import cgroup_path
+from netlogger.pipeline.decisions import to_enrich
 from netlogger.pipeline.record import Record, RingItem
 
 _PROCESS_CACHE = 65536  # pids remembered before the cache starts over
@@ -39,7 +40,8 @@ _WALK_LIMIT = 10_000  # cgroups looked at below an enrolled one to find a task's
 
 class Enricher(Protocol):
     def enrich(self, items: Sequence[RingItem]) -> None:
-        """Fill in fields of `items` in place."""
+        """Fill in fields of `items` in place: of each record, or of what `to_enrich`
+        yields for a Decisions batch (its records share what an enricher adds)."""
 
     def forget(self, cgroup_id: int) -> None:
         """Drop what is cached about `cgroup_id`: its enrollment changed."""
@@ -157,7 +159,7 @@ class AttributionEnricher:
         return known
 
     def enrich(self, items: Sequence[RingItem]) -> None:
-        for item in items:
+        for item in to_enrich(items):
             who, item.container_name = self._who(item)
             item.agent, item.project, item.container_id = who.agent, who.project, who.container_id
             item.attribution = who.source
@@ -195,7 +197,7 @@ class ProcessEnricher:
         return found
 
     def enrich(self, items: Sequence[RingItem]) -> None:
-        for item in items:
+        for item in to_enrich(items):
             if isinstance(item, Record) and item.pid:
                 process = self._process(item.pid, item.comm)
                 item.exe, item.ppid = process.exe, process.ppid

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from netlogger.kernel.ringbuf import Batch, RingReader
+from netlogger.pipeline.decisions import tally
 from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.enrich import Enricher
 from netlogger.pipeline.fanout import Fanout
@@ -41,6 +42,10 @@ log = logging.getLogger("netlogger.pump")
 POLL_SECONDS = 0.02  # the longest a lone record waits: the kernel wakes us only for batches
 LOSS_CHECK_SECONDS = 1.0
 FLUSH_SECONDS = 0.5  # folded repeats wait at most this (plus a poll) for the kernel's flush
+# Ring bytes read per step (about 7,000 decisions): a batch's JSON text then stays a few
+# megabytes, in cache and in the heap kept for reuse (heap.py), where a whole ring's
+# worth was hundreds of megabytes, each page a fault.
+BATCH_BYTES = 1 << 20
 
 
 class Ring(Protocol):
@@ -48,7 +53,7 @@ class Ring(Protocol):
 
     position: int
 
-    def drain(self, release: bool = True) -> Batch: ...
+    def drain(self, release: bool = True, max_bytes: int = 0) -> Batch: ...
 
     def release(self, position: int) -> None: ...
 
@@ -97,40 +102,47 @@ class Pump:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.lock = threading.Lock()  # held while a batch is in flight; control ops take it
 
-    def _fresh(self, records: list[RingItem]) -> list[RingItem]:
+    def _fresh(self, records: Sequence[RingItem]) -> Sequence[RingItem]:
         if not self._skip:
             return records
         fresh = [r for r in records if (r.cgroup_id, r.seq) not in self._skip]
         self._skip.difference_update((r.cgroup_id, r.seq) for r in records)
         return fresh
 
-    def _take(self, batch: Batch, answers: Batch | None = None) -> list[RingItem]:
-        records = self._fresh(self.decoder.decode_all(batch))
-        if answers is not None:
-            records[:0] = self.decoder.decode_all(answers)
+    def _take(self, batch: Batch, answers: Batch | None = None) -> list[Sequence[RingItem]]:
+        """The batch's DNS answers (when any), then its decisions, decoded and enriched."""
+        parts: list[Sequence[RingItem]] = []
+        if answers is not None and len(answers):
+            parts.append(self.decoder.decode_all(answers))
+        parts.append(self._fresh(self.decoder.decode_batch(batch)))
         for enricher in self.enrichers:
-            enricher.enrich(records)
-        self.counts.update((r.event_name, r.action) for r in records)
-        self.read += len(records)
-        return records
+            for part in parts:
+                enricher.enrich(part)
+        for part in parts:
+            self.counts.update(tally(part))
+            self.read += len(part)
+        return parts
 
     def step(self) -> int:
         """Move one batch from the ring to the sinks; returns how many records moved."""
         with self.lock:
-            batch = self.reader.drain(release=False)
+            batch = self.reader.drain(release=False, max_bytes=BATCH_BYTES)
             answers = self.answers.drain() if self.answers is not None else None
-            records = self._take(batch, answers)
-            if records or len(batch):
-                self.fanout.publish(records, self.reader.position)
+            *answered, decisions = self._take(batch, answers)
+            for part in answered:
+                self.fanout.publish(part)
+            if decisions or len(batch):
+                self.fanout.publish(decisions, self.reader.position)
             released = self.fanout.released_position(self.reader.position)
             if released >= 0:
                 self.reader.release(released)
-            return len(records)
+            return len(decisions) + sum(map(len, answered))
 
     def deliver_old_ring(self, old: RingReader, timeout: float) -> bool:
         """Hand on what a replaced ring (another `ring_size`) still holds; True once written."""
         with self.lock:
-            self.fanout.publish(self._take(old.drain(release=False)))
+            (decisions,) = self._take(old.drain(release=False))
+            self.fanout.publish(decisions)
         return self.fanout.settled(timeout)
 
     def forget(self, cgroup_id: int) -> None:
@@ -166,8 +178,18 @@ class Pump:
             except Exception:  # one bad batch must not end the agent
                 log.exception("pump step failed; continuing")
         self.flush_folds()
-        self.step()
+        self.catch_up()
         self.report_losses()
+
+    def catch_up(self) -> None:
+        """Step until what the ring held when called is read (not what comes after:
+        the programs go on deciding while the agent stops)."""
+        end = self.reader.position + self.reader.pending_bytes()
+        while self.reader.position < end:
+            before = self.reader.position
+            self.step()
+            if self.reader.position == before:
+                return  # a record still in flight: nothing more to read now
 
     def release_all(self) -> None:
         """After the sinks are flushed: free what the durable sink has written."""

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from netlogger.errors import UsageError
+from netlogger.pipeline.decisions import Decisions
 from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.base import PartialExport
 
@@ -115,7 +116,10 @@ class JsonlSink:
     def export(self, batch: Sequence[Item]) -> None:
         if not batch:
             return
-        data = self._encoder.encode_lines(batch)
+        if isinstance(batch, Decisions):
+            data = batch.json_lines(self._encoder)
+        else:
+            data = self._encoder.encode_lines(batch)
         self._watch()
         if self.keep and self._size and self._size + len(data) > self.max_bytes:
             self._rotate()

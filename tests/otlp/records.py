@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from netlogger.pipeline.decode import Rfc3339
+from netlogger.pipeline.clock import timestamp
 from netlogger.pipeline.record import EVENT_NAMES, Control, Gap, Record
 
 HOST = "host-a"
 BOOT_WALL_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: wall clock at boot
-_ts = Rfc3339()
+_ts = timestamp
 
 
 def decision(seq: int, cgroup_id: str = "4242", **fields: Any) -> Record:

@@ -73,8 +73,9 @@ class RingStandIn:
         for payload in payloads:
             self._region += framed(payload)
 
-    def drain(self, release: bool = True) -> Batch:
-        batch, used = scan(bytes(self._region[self.position :]), EVENT_SIZE)
+    def drain(self, release: bool = True, max_bytes: int = 0) -> Batch:
+        end = self.position + max_bytes if max_bytes else len(self._region)
+        batch, used = scan(bytes(self._region[self.position : end]), EVENT_SIZE)
         self.position += used
         if release:
             self.release(self.position)

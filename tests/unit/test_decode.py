@@ -9,7 +9,8 @@ import socket
 import msgspec
 
 from netlogger.kernel import abi
-from netlogger.pipeline.decode import EVENT_SIZE, Rfc3339
+from netlogger.pipeline.clock import timestamp
+from netlogger.pipeline.decode import EVENT_SIZE
 from tests.unit.ring_bytes import RingStandIn, add_test_kind, decoder, event
 
 
@@ -132,7 +133,7 @@ def test_bad_records_are_skipped_and_counted() -> None:
 
 
 def test_rfc3339_formats_nanoseconds() -> None:
-    fmt = Rfc3339()
+    fmt = timestamp
     second = datetime.datetime.fromtimestamp(1_795_000_000, datetime.UTC)
     assert fmt(1_795_000_000_123_456_789) == f"{second:%Y-%m-%dT%H:%M:%S}.123456789Z"
     assert fmt(1_795_000_000_000_000_001) == f"{second:%Y-%m-%dT%H:%M:%S}.000000001Z"
@@ -162,7 +163,7 @@ def test_a_ring_batch_takes_the_fast_path_with_exact_fields() -> None:
     assert {(r.rule, r.policy, r.dst_ip, r.comm, r.host_name) for r in fast} == {
         ("web", "default", "10.1.2.3", "curl", "host-1")
     }
-    assert [r.ts for r in fast] == [Rfc3339()(r.bpf_ts_ns + d._offset) for r in fast]
+    assert [r.ts for r in fast] == [timestamp(r.bpf_ts_ns + d._offset) for r in fast]
     assert d.skipped == {"unknown_op": 1}
     slow = d.decode_all(list(batch))  # record by record, through the op table
     assert [msgspec.to_builtins(r) for r in slow] == [msgspec.to_builtins(r) for r in fast]

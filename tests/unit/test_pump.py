@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 from netlogger.kernel import abi
 from netlogger.kernel.ringbuf import span
+from netlogger.pipeline.decisions import to_enrich
 from netlogger.pipeline.decode import EVENT_SIZE
 from netlogger.pipeline.enrich import AttributionEnricher, Enricher
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.losses import Report
-from netlogger.pipeline.pump import Pump
+from netlogger.pipeline.pump import BATCH_BYTES, Pump
 from netlogger.pipeline.record import Gap, Record, RingItem
 from netlogger.sinks.memory import MemorySink
 from tests.unit.ring_bytes import TEST_OP, RingStandIn, add_test_kind, decoder, event
@@ -53,7 +54,7 @@ class Naming:
         self.forgotten: list[int] = []
 
     def enrich(self, items: Sequence[RingItem]) -> None:
-        for item in items:
+        for item in to_enrich(items):
             item.dst_host = f"{item.agent or 'nobody'}.example"
 
     def forget(self, cgroup_id: int) -> None:
@@ -61,12 +62,15 @@ class Naming:
 
 
 def pump(
-    ring: RingStandIn, *sinks: MemorySink, written: set[tuple[str, int]] | None = None
+    ring: RingStandIn,
+    *sinks: MemorySink,
+    written: set[tuple[str, int]] | None = None,
+    capacity: int = 1000,
 ) -> tuple[Pump, dict[int, abi.Labels]]:
     labels = dict(LABELS)
     enrichers: list[Enricher] = [AttributionEnricher(labels.get), Naming()]
     d = decoder()
-    return Pump(ring, d, enrichers, Fanout(sinks, 1000, d.now), NoLosses(), written), labels
+    return Pump(ring, d, enrichers, Fanout(sinks, capacity, d.now), NoLosses(), written), labels
 
 
 def test_ring_bytes_reach_the_sinks_decoded_and_enriched_in_order() -> None:
@@ -167,3 +171,14 @@ def test_a_new_kind_passes_through_pump_and_fan_out_unchanged() -> None:
         ]
     assert dict(p.counts) == {("ebpf.egress.connect", "denied"): 1, ("test.kind", "denied"): 1}
     assert p.decoder.skipped == {"unknown_op": 1}
+
+
+def test_steps_read_the_ring_a_bounded_batch_at_a_time_and_catch_up_reads_it_all() -> None:
+    ring, sink = RingStandIn(), MemorySink()
+    per_step = BATCH_BYTES // span(EVENT_SIZE)
+    p, _ = pump(ring, sink, capacity=2 * per_step)
+    ring.push(*(event(seq=s) for s in range(per_step + 5)))
+    assert p.step() == per_step
+    p.catch_up()
+    p.fanout.close()
+    assert [r.seq for r in sink.items() if isinstance(r, Record)] == list(range(per_step + 5))

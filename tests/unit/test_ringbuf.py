@@ -41,3 +41,9 @@ def test_empty_and_partial_header() -> None:
     assert scan(b"", 120)[1] == 0
     batch, used = scan(record(b"a" * 120) + b"\x00\x00", 120)
     assert (len(batch), used) == (1, 128)
+
+
+def test_a_record_cut_off_by_a_read_limit_waits_for_the_next_read() -> None:
+    region = record(b"a" * 120) + record(b"short") + record(b"b" * 120)
+    batch, used = scan(region[: 128 + 16 + 100], 120)
+    assert (list(batch), used) == ([b"a" * 120, b"short"], 128 + 16)

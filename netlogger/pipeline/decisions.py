@@ -1,0 +1,223 @@
+"""A ring batch of decision records, decoded once per group: the agent's hot path.
+
+Most of a decision repeats from one record to the next: who decided, where to,
+the verdict, the process. Building a 50-field Record for every one of them is
+what limited the agent (about 100 k records/s on this machine), so a batch keeps
+the ring bytes as they came and, per record, a reference to its group: the
+records of the batch with the same static bytes and the same process. A group
+holds one template Record with everything its records share; enrichers fill
+in the template, once per group (`to_enrich`), and the JSON lines are written
+from a per-group format in which only the per-record fields (`PER_RECORD`) are
+formatted for each record.
+
+To everything else a batch is a Sequence[Record]: indexing or iterating builds
+each Record on demand, equal to what the JSON line says. An enricher that must
+see records one by one (DNS labels, which age with every record) asks for them
+with `materialise`; from then on the batch holds those Records themselves.
+A batch is complete once the pump has run its enrichers; sinks only read it,
+from their own threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
+
+import msgspec
+
+from netlogger.pipeline.clock import NS, second_prefix, timestamp
+from netlogger.pipeline.record import Record, RingItem
+
+# What each record has of its own; everything else is its group's. `ts` is formatted
+# from `bpf_ts_ns`; the repeat.* fields exist only on folded records.
+PER_RECORD = ("ts", "bpf_ts_ns", "seq", "sock_cookie")
+# Below this many records a group's pieces cost more than they save.
+TEMPLATE_MIN = 8
+_CHUNK = 2048  # records joined at a time
+# Values no real field holds: a probe line finds where the per-record values go.
+_SENTINEL_TS = "\x01"
+_SENTINELS = {"bpf_ts_ns": (1 << 62) + 1, "seq": (1 << 62) + 2, "sock_cookie": (1 << 62) + 3}
+# In Record's field order ts, bpf_ts_ns and seq are one run, sock_cookie follows the
+# group's fields: a line is the group's pieces around these.
+_TS_RUN = f'"ts":"\\u0001","bpf_ts_ns":{_SENTINELS["bpf_ts_ns"]},"seq":{_SENTINELS["seq"]}'
+_COOKIE = f'"sock_cookie":{_SENTINELS["sock_cookie"]}'
+_AFTER_FRAC, _AFTER_TS = 'Z","bpf_ts_ns":', ',"seq":'
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """The constant text of a group's JSON line, as str: the line is `lead` + the second
+    of the record's time + "." + its nine-digit fraction + `_AFTER_FRAC` + bpf_ts_ns +
+    `_AFTER_TS` + seq + `middle` + sock_cookie + `tail`."""
+
+    lead: str
+    middle: str
+    tail: str
+
+
+def json_pieces(template: Record) -> Pieces | None:
+    """`template`'s JSON line cut where the per-record values go, or None when they are
+    not where Record's field order puts them (then each record is encoded on its own)."""
+    probe = msgspec.json.encode(msgspec.structs.replace(template, ts=_SENTINEL_TS, **_SENTINELS))
+    line = probe.decode()
+    if line.count(_TS_RUN) != 1 or line.count(_COOKIE) != 1:
+        return None
+    head, rest = line.split(_TS_RUN)
+    middle, tail = rest.split(_COOKIE)
+    return Pieces(head + '"ts":"', middle + '"sock_cookie":', tail + "\n")
+
+
+@dataclass(eq=False)
+class Group:
+    """The records of one batch that share their static bytes and process."""
+
+    template: Record  # the shared fields; PER_RECORD fields are zero here
+    count: int = 0
+    unknown: tuple[str, ...] = ()  # enum fields whose value had no name
+    _pieces: Pieces | None = field(default=None, repr=False)
+    _probed: bool = field(default=False, repr=False)
+
+    def pieces(self) -> Pieces | None:
+        if not self._probed:
+            self._pieces, self._probed = json_pieces(self.template), True
+        return self._pieces
+
+
+class Decisions(Sequence[Record]):
+    """Decision records of one ring region; see the module docstring.
+
+    `rows` unpacks each record's own fields from `region` (ts_ns, seq, sock_cookie,
+    repeat_first_ns, repeat_seq_first, repeat_count); `refs` holds
+    each record's group (or, once materialised, the Record), one of `groups`;
+    `index` the row of each record when some rows were skipped. `offset_ns` moves
+    the kernel's clock to the wall clock.
+    """
+
+    def __init__(
+        self,
+        region: bytes | memoryview,
+        rows: struct.Struct,
+        refs: list[Group | Record],
+        groups: list[Group],
+        offset_ns: int,
+        index: list[int] | None = None,
+    ) -> None:
+        self._region = region
+        self._rows = rows
+        self._refs = refs
+        self.groups = groups
+        self._offset = offset_ns
+        self._index = index
+        self._materialised: list[Record] = []
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        ref = self._refs[i]
+        return ref if isinstance(ref, Record) else self._build(ref.template, self._row(i))
+
+    def __iter__(self) -> Iterator[Record]:
+        for ref, row in zip(self._refs, self._all_rows(), strict=True):
+            yield ref if isinstance(ref, Record) else self._build(ref.template, row)
+
+    def _row(self, i: int) -> tuple[int, ...]:
+        at = self._index[i] if self._index is not None else i
+        return self._rows.unpack_from(self._region, at * self._rows.size)
+
+    def _all_rows(self) -> Iterator[tuple[int, ...]]:
+        if self._index is None:
+            return self._rows.iter_unpack(self._region)
+        return (self._rows.unpack_from(self._region, i * self._rows.size) for i in self._index)
+
+    def _build(self, template: Record, row: tuple[int, ...]) -> Record:
+        ts_ns, seq, cookie, first_ns, seq_first, repeats = row
+        rec = msgspec.structs.replace(
+            template, ts=timestamp(ts_ns + self._offset), bpf_ts_ns=ts_ns, seq=seq,
+            sock_cookie=cookie,
+        )  # fmt: skip
+        if repeats > 1:
+            rec.repeat_count, rec.repeat_first_ns, rec.repeat_last_ns = repeats, first_ns, ts_ns
+            rec.repeat_seq_first = seq_first
+        return rec
+
+    def templates(self) -> list[Record]:
+        """What enrichers fill in: each group's template and each materialised Record."""
+        return [g.template for g in self.groups] + self._materialised
+
+    def materialise(self, groups: set[Group]) -> list[Record]:
+        """The records of `groups`, built now and held from now on, in order."""
+        if not groups:
+            return []
+        out: list[Record] = []
+        refs = self._refs
+        for i, (ref, row) in enumerate(zip(refs, self._all_rows(), strict=True)):
+            if type(ref) is Group and ref in groups:
+                refs[i] = rec = self._build(ref.template, row)
+                out.append(rec)
+        self._materialised += out
+        self.groups = [g for g in self.groups if g not in groups]
+        return out
+
+    def tally(self) -> collections.Counter[tuple[str, str]]:
+        """Records per (event name, action)."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for group in self.groups:
+            counts[group.template.event_name, group.template.action] += group.count
+        for rec in self._materialised:
+            counts[rec.event_name, rec.action] += 1
+        return counts
+
+    def json_lines(self, encoder: msgspec.json.Encoder) -> bytes:
+        """Every record as the line `encoder.encode_lines` would write for it.
+
+        Joined a chunk at a time: the pieces of a whole large batch would not stay in cache.
+        """
+        chunks: list[bytes] = []
+        out: list[str] = []
+        extend = out.extend
+        offset, second_ns, second = self._offset, -1, ""
+        for i, (ref, row) in enumerate(zip(self._refs, self._all_rows(), strict=True)):
+            if not i % _CHUNK and out:
+                chunks.append("".join(out).encode())
+                out.clear()
+            if type(ref) is Group and row[5] <= 1 and ref.count >= TEMPLATE_MIN:
+                pieces = ref.pieces()
+                if pieces is not None:
+                    ts_ns, seq, cookie = row[:3]
+                    wall = ts_ns + offset
+                    if not 0 <= wall - second_ns < NS:
+                        second_ns = wall - wall % NS
+                        second = second_prefix(second_ns // NS) + "."
+                    extend((
+                        pieces.lead, second, str(wall - second_ns + NS)[1:], _AFTER_FRAC,
+                        str(ts_ns), _AFTER_TS, str(seq), pieces.middle, str(cookie), pieces.tail,
+                    ))  # fmt: skip
+                    continue
+            rec = ref if isinstance(ref, Record) else self._build(ref.template, row)
+            extend((encoder.encode(rec).decode(), "\n"))
+        chunks.append("".join(out).encode())
+        return b"".join(chunks)
+
+
+def to_enrich(items: Sequence[RingItem]) -> Iterable[RingItem]:
+    """The records an enricher fills in: a Decisions batch's templates, else every item."""
+    return items.templates() if isinstance(items, Decisions) else items
+
+
+def tally(items: Sequence[RingItem]) -> collections.Counter[tuple[str, str]]:
+    """Records per (event name, action), of any batch."""
+    if isinstance(items, Decisions):
+        return items.tally()
+    return collections.Counter((r.event_name, r.action) for r in items)
