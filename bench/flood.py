@@ -46,7 +46,9 @@ def flood(settings: loader.Settings, size: int) -> Flood:
         cg = bench.child("flooder", agent="bench-agent", project="bench")
         w = bench.workload(cg)
         out = Path(bench.stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
-        move = pipeline.agent_pipeline(bench, out)
+        ring = bench.stack.enter_context(bench.plane.reader())
+        pipe = pipeline.agent_pipeline(bench, out)
+        move = lambda: pipe(ring)  # noqa: E731
         peer = bench.net.peer4
 
         def attack() -> None:

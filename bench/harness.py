@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from netlogger.pipeline.decode import Decoder
 from netlogger.pipeline.dnsdecode import DnsDecoder
 from netlogger.pipeline.enrich import AttributionEnricher, Enricher, ProcessEnricher
 from netlogger.pipeline.pump import BATCH_BYTES
+from netlogger.pipeline.record import RingItem
 from netlogger.policy.compile import PolicySet
 from netlogger.sinks.jsonl import JsonlSink
 from netlogger.workload import Workload
@@ -100,15 +101,23 @@ def rates(
     return out
 
 
-def agent_pipeline(bench: Bench, out: Path, dns: bool = False) -> Callable[[RingReader], int]:
+def agent_pipeline(
+    bench: Bench,
+    out: Path,
+    dns: bool = False,
+    publish: Callable[[Sequence[RingItem]], None] | None = None,
+) -> Callable[[RingReader], int]:
     """The agent's decode -> enrich -> JSONL (a file in `out`) on one thread, with the
     agent's heap settings, batch size and enrichers (attribution, process, DNS names):
     each call moves what `ring` holds and says how many records it moved. `dns` adds
-    the DNS answer decoder (the DNS enricher is always there, as in the agent)."""
+    the DNS answer decoder (the DNS enricher is always there, as in the agent);
+    `publish` takes each batch instead of the JSONL sink (the agent's fan-out)."""
     heap.keep_freed_memory()
     policies = bench.policies
-    sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
-    bench.stack.callback(sink.shutdown)
+    if publish is None:
+        sink = JsonlSink(out / "egress.jsonl", 1 << 30, 2)
+        bench.stack.callback(sink.shutdown)
+        publish = sink.export
     by_id = policies.by_id()
     decoder = Decoder(
         lambda r: policies.rules[r].name if r in policies.rules else None,
@@ -129,7 +138,7 @@ def agent_pipeline(bench: Bench, out: Path, dns: bool = False) -> Callable[[Ring
             records = decoder.decode_batch(ring.drain(max_bytes=BATCH_BYTES))
             for enricher in enrichers:
                 enricher.enrich(records)
-            sink.export(records)
+            publish(records)
             moved += len(records)
         return moved
 

@@ -24,7 +24,7 @@ import collections
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Any, cast, overload
 
 import msgspec
 
@@ -86,14 +86,17 @@ class Group:
         return self._pieces
 
 
+Row = tuple[int, int, int, int, int, int]  # ts_ns, seq, sock_cookie, first_ns, seq_first, repeats
+REPEATS = 5  # a row's repeat_count: above 1, the record is folded
+
+
 class Decisions(Sequence[Record]):
     """Decision records of one ring region; see the module docstring.
 
-    `rows` unpacks each record's own fields from `region` (ts_ns, seq, sock_cookie,
-    repeat_first_ns, repeat_seq_first, repeat_count); `refs` holds
-    each record's group (or, once materialised, the Record), one of `groups`;
-    `index` the row of each record when some rows were skipped. `offset_ns` moves
-    the kernel's clock to the wall clock.
+    `rows` unpacks each record's own fields from `region` (a Row); `refs` holds each
+    record's group (or, once materialised, the Record), one of `groups`; `index` the
+    row of each record (rows the decoder skipped are in none). `offset_ns` moves the
+    kernel's clock to the wall clock. A slice is a Decisions too, over the same bytes.
     """
 
     def __init__(
@@ -103,48 +106,61 @@ class Decisions(Sequence[Record]):
         refs: list[Group | Record],
         groups: list[Group],
         offset_ns: int,
-        index: list[int] | None = None,
+        index: Sequence[int],
     ) -> None:
         self._region = region
         self._rows = rows
         self._refs = refs
         self.groups = groups
-        self._offset = offset_ns
+        self.offset_ns = offset_ns
         self._index = index
-        self._materialised: list[Record] = []
 
     def __len__(self) -> int:
         return len(self._refs)
+
+    @property
+    def refs(self) -> Sequence[Group | Record]:
+        """Each record's group, or its Record once materialised."""
+        return self._refs
 
     @overload
     def __getitem__(self, i: int) -> Record: ...
 
     @overload
-    def __getitem__(self, i: slice) -> list[Record]: ...
+    def __getitem__(self, i: slice) -> Decisions: ...
 
-    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+    def __getitem__(self, i: int | slice) -> Record | Decisions:
         if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
+            refs = self._refs[i]
+            return Decisions(
+                self._region, self._rows, refs, self.groups, self.offset_ns, self._index[i]
+            )
         ref = self._refs[i]
-        return ref if isinstance(ref, Record) else self._build(ref.template, self._row(i))
+        if isinstance(ref, Record):
+            return ref
+        row = self._rows.unpack_from(self._region, self._index[i] * self._rows.size)
+        return self.build(ref.template, row)
 
     def __iter__(self) -> Iterator[Record]:
-        for ref, row in zip(self._refs, self._all_rows(), strict=True):
-            yield ref if isinstance(ref, Record) else self._build(ref.template, row)
+        for ref, row in self.rows():
+            yield ref if isinstance(ref, Record) else self.build(ref.template, row)
 
-    def _row(self, i: int) -> tuple[int, ...]:
-        at = self._index[i] if self._index is not None else i
-        return self._rows.unpack_from(self._region, at * self._rows.size)
+    def rows(self) -> Iterator[tuple[Group | Record, Row]]:
+        """Each record's group (or Record) and Row, in order."""
+        index, size = self._index, self._rows.size
+        rows: Iterable[tuple[Any, ...]]
+        if isinstance(index, range) and index.step == 1:
+            rows = self._rows.iter_unpack(self._region[index.start * size : index.stop * size])
+        else:
+            unpack, region = self._rows.unpack_from, self._region
+            rows = (unpack(region, i * size) for i in index)
+        return zip(self._refs, cast(Iterable[Row], rows), strict=True)
 
-    def _all_rows(self) -> Iterator[tuple[int, ...]]:
-        if self._index is None:
-            return self._rows.iter_unpack(self._region)
-        return (self._rows.unpack_from(self._region, i * self._rows.size) for i in self._index)
-
-    def _build(self, template: Record, row: tuple[int, ...]) -> Record:
+    def build(self, template: Record, row: Row) -> Record:
+        """The Record of `row` in the group of `template`."""
         ts_ns, seq, cookie, first_ns, seq_first, repeats = row
         rec = msgspec.structs.replace(
-            template, ts=timestamp(ts_ns + self._offset), bpf_ts_ns=ts_ns, seq=seq,
+            template, ts=timestamp(ts_ns + self.offset_ns), bpf_ts_ns=ts_ns, seq=seq,
             sock_cookie=cookie,
         )  # fmt: skip
         if repeats > 1:
@@ -154,7 +170,7 @@ class Decisions(Sequence[Record]):
 
     def templates(self) -> list[Record]:
         """What enrichers fill in: each group's template and each materialised Record."""
-        return [g.template for g in self.groups] + self._materialised
+        return [g.template for g in self.groups] + [r for r in self._refs if type(r) is Record]
 
     def materialise(self, groups: set[Group]) -> list[Record]:
         """The records of `groups`, built now and held from now on, in order."""
@@ -162,21 +178,22 @@ class Decisions(Sequence[Record]):
             return []
         out: list[Record] = []
         refs = self._refs
-        for i, (ref, row) in enumerate(zip(refs, self._all_rows(), strict=True)):
+        for i, (ref, row) in enumerate(self.rows()):
             if type(ref) is Group and ref in groups:
-                refs[i] = rec = self._build(ref.template, row)
+                refs[i] = rec = self.build(ref.template, row)
                 out.append(rec)
-        self._materialised += out
         self.groups = [g for g in self.groups if g not in groups]
         return out
 
     def tally(self) -> collections.Counter[tuple[str, str]]:
         """Records per (event name, action)."""
         counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        for group in self.groups:
-            counts[group.template.event_name, group.template.action] += group.count
-        for rec in self._materialised:
-            counts[rec.event_name, rec.action] += 1
+        refs = self._refs  # Records do not hash: counted by identity, in C
+        by_id = dict(zip(map(id, refs), refs, strict=True))
+        for key, n in collections.Counter(map(id, refs)).items():
+            ref = by_id[key]
+            rec = ref.template if isinstance(ref, Group) else ref
+            counts[rec.event_name, rec.action] += n
         return counts
 
     def json_lines(self, encoder: msgspec.json.Encoder) -> bytes:
@@ -187,12 +204,12 @@ class Decisions(Sequence[Record]):
         chunks: list[bytes] = []
         out: list[str] = []
         extend = out.extend
-        offset, second_ns, second = self._offset, -1, ""
-        for i, (ref, row) in enumerate(zip(self._refs, self._all_rows(), strict=True)):
+        offset, second_ns, second = self.offset_ns, -1, ""
+        for i, (ref, row) in enumerate(self.rows()):
             if not i % _CHUNK and out:
                 chunks.append("".join(out).encode())
                 out.clear()
-            if type(ref) is Group and row[5] <= 1 and ref.count >= TEMPLATE_MIN:
+            if type(ref) is Group and row[REPEATS] <= 1 and ref.count >= TEMPLATE_MIN:
                 pieces = ref.pieces()
                 if pieces is not None:
                     ts_ns, seq, cookie = row[:3]
@@ -205,7 +222,7 @@ class Decisions(Sequence[Record]):
                         str(ts_ns), _AFTER_TS, str(seq), pieces.middle, str(cookie), pieces.tail,
                     ))  # fmt: skip
                     continue
-            rec = ref if isinstance(ref, Record) else self._build(ref.template, row)
+            rec = ref if isinstance(ref, Record) else self.build(ref.template, row)
             extend((encoder.encode(rec).decode(), "\n"))
         chunks.append("".join(out).encode())
         return b"".join(chunks)

@@ -238,7 +238,7 @@ class Decoder:
         keyed = map(b"".join, keys.iter_unpack(region))
         refs: list[Group | str] = list(map(groups.__getitem__, keyed))
         counts = collections.Counter(refs)
-        index = None
+        index: Sequence[int] = range(len(refs))
         if any(isinstance(g, str) for g in groups.values()):
             index = [i for i, g in enumerate(refs) if type(g) is Group]
             refs = [refs[i] for i in index]

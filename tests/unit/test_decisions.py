@@ -3,13 +3,20 @@ building every Record, whatever the batch holds."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from netlogger.enrich.dns import DnsEnricher
 from netlogger.kernel import abi
 from netlogger.pipeline.decisions import TEMPLATE_MIN, Decisions, tally
 from netlogger.pipeline.enrich import AttributionEnricher, ProcessEnricher
 from netlogger.pipeline.record import DnsRecord, Record
+from netlogger.sinks.otlp.encode import LogEncoder
+from netlogger.sinks.otlp.spool import spans_of
+from tests.otlp.receiver import attributes
 from tests.unit.ring_bytes import RingStandIn, decoder, event
 
 ENCODER = msgspec.json.Encoder()
@@ -50,8 +57,12 @@ def test_records_and_lines_equal_building_every_record() -> None:
     built = list(d)
     assert len(built) == len(mixed()) - 1
     assert [r.seq for r in built][-4:] == [0, 1, 300, 301]
-    assert [d[i] for i in range(len(d))] == built == d[:]
+    assert [d[i] for i in range(len(d))] == built == list(d[:])
     assert d.json_lines(ENCODER) == ENCODER.encode_lines(built)
+    for part in (slice(2, 20), slice(15, None), slice(None, None, 3)):
+        assert list(d[part]) == built[part]
+        assert d[part].json_lines(ENCODER) == ENCODER.encode_lines(built[part])
+        assert tally(d[part]) == tally(built[part])
     folded = next(r for r in built if r.seq == 100)
     assert (folded.repeat_count, folded.repeat_first_ns, folded.repeat_seq_first) == (
         5, 4_000_000_000, 96
@@ -101,3 +112,23 @@ def test_tally_counts_every_record_by_event_and_action() -> None:
         ("ebpf.egress.sendmsg", "denied"): 1,
     }
     assert sum(isinstance(r, Record) for r in d) == 14
+
+
+def test_otlp_entries_and_spans_equal_those_of_every_record() -> None:
+    d = batch(*mixed(), *flood(TEMPLATE_MIN, cgroup_id=77))
+    AttributionEnricher(lambda _id: LABELS).enrich(d)
+    built = list(d)
+    for part in (slice(None), slice(5, 30), slice(None, None, 2)):
+        assert log_records(d[part]) == log_records(built[part])
+        assert spans_of(d[part]) == spans_of(built[part])
+    assert set(spans_of(d)) == {"42", "77"}
+
+
+def log_records(items: Sequence[Record]) -> list[tuple[Any, ...]]:
+    """Each LogRecord's every field, attributes as a dict (encoders may order them apart)."""
+    parsed = ScopeLogs.FromString(LogEncoder("host-1").encode(items, 123)).log_records
+    return [
+        (r.time_unix_nano, r.observed_time_unix_nano, r.severity_number, r.severity_text,
+         r.body.string_value, r.event_name, attributes(r))
+        for r in parsed
+    ]  # fmt: skip

@@ -41,6 +41,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from netlogger.pipeline.clock import NS, second_prefix
+from netlogger.pipeline.decisions import REPEATS, Decisions, Group
 from netlogger.pipeline.record import EVENT_NAMES, TIMES, Control, DnsRecord, Gap, Item, Record
 from netlogger.sinks.otlp.spool import DNS_SPAN_PREFIX, Span, Spans
 
@@ -294,6 +296,8 @@ class LogEncoder:
         common path: here a Python call costs as much as the work inside such a helper.
         Anything unusual (a gap, an unhashable or oddly formatted value) takes `_generic`.
         """
+        if isinstance(items, Decisions):
+            return self._decisions(items, observed_ns)
         observed = b"\x59" + _FIXED64(observed_ns)
         host, seconds, fixed64, small = self.host_name, self._clock.seconds, _FIXED64, _SMALL
         what_of, who_of = self._what, self._who
@@ -338,6 +342,53 @@ class LogEncoder:
             except (KeyError, TypeError, ValueError, struct.error):
                 self.fallbacks += 1
                 body = self._generic(item, observed)
+            size = len(body)
+            out += (b"\x12", small[size] if size < 16384 else varint(size), body)
+        return b"".join(out)
+
+    def _decisions(self, items: Decisions, observed_ns: int) -> bytes:
+        """A Decisions batch: what a group's records share is encoded once per group;
+        a record of its own (DNS-labelled, folded) goes through `encode`."""
+        observed = b"\x59" + _FIXED64(observed_ns)
+        host, offset, fixed64, small = self.host_name, items.offset_ns, _FIXED64, _SMALL
+        rid_pre, bpf_pre, seq_pre, cookie_pre = _RECORD_ID, _BPF_TS, _SEQ, _COOKIE
+        ts_pre, low = _TS[len("YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ")], _LOW
+        shared: dict[int, tuple[bytes, str]] = {}
+        second_ns, second, top_of, top = -1, "", -1, b""
+        out: list[bytes] = []
+        for ref, row in items.rows():
+            if type(ref) is not Group or row[REPEATS] > 1:
+                rec = ref if isinstance(ref, Record) else items.build(ref.template, row)
+                out.append(self.encode([rec], observed_ns))
+                continue
+            group = shared.get(id(ref))
+            if group is None:
+                t = ref.template
+                group = shared[id(ref)] = (
+                    self._what_memo[self._what(t)] + self._who_memo[self._who(t)],
+                    f"{t.host_name or host}:{t.cgroup_id}:",
+                )
+            attributes, rid_head = group
+            ts_ns, seq, cookie = row[:3]
+            wall = ts_ns + offset
+            if not 0 <= wall - second_ns < NS:
+                second_ns = wall - wall % NS
+                second = second_prefix(second_ns // NS) + "."
+            ts_raw = f"{second}{str(wall - second_ns + NS)[1:]}Z".encode()
+            rid = f"{rid_head}{seq}:{ts_ns}".encode()
+            if ts_ns >> 28 != top_of:  # a kernel time's bits above 28 change every 268 ms
+                top_of = ts_ns >> 28
+                top = varint(top_of) if top_of else b""
+            bpf_raw = (
+                low[ts_ns & 0x3FFF] + low[(ts_ns >> 14) & 0x3FFF] + top if top else varint(ts_ns)
+            )
+            seq_raw = small[seq] if seq < 16384 else varint(seq)
+            cookie_raw = small[cookie] if cookie < 16384 else varint(cookie)
+            body = b"".join((
+                b"\x09", fixed64(wall), attributes, ts_pre, ts_raw,
+                bpf_pre[len(bpf_raw)], bpf_raw, seq_pre[len(seq_raw)], seq_raw,
+                cookie_pre[len(cookie_raw)], cookie_raw, rid_pre[len(rid)], rid, observed,
+            ))  # fmt: skip
             size = len(body)
             out += (b"\x12", small[size] if size < 16384 else varint(size), body)
         return b"".join(out)
