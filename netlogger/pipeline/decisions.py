@@ -4,7 +4,8 @@ Most of a decision repeats from one record to the next: who decided, where to,
 the verdict, the process. Building a 50-field Record for every one of them is
 what limited the agent (about 100 k records/s on this machine), so a batch keeps
 the ring bytes as they came and, per record, a reference to its group: the
-records of the batch with the same static bytes and the same process. A group
+records of the batch with the same static bytes (who decided, the destination,
+the verdict) and the same task (pid, tid, uid, gid). A group
 holds one template Record with everything its records share; enrichers fill
 in the template, once per group (`to_enrich`), and the JSON lines are written
 from a per-group format in which only the per-record fields (`PER_RECORD`) are
@@ -21,8 +22,10 @@ from their own threads.
 from __future__ import annotations
 
 import collections
+import itertools
+import operator
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast, overload
 
@@ -72,7 +75,7 @@ def json_pieces(template: Record) -> Pieces | None:
 
 @dataclass(eq=False)
 class Group:
-    """The records of one batch that share their static bytes and process."""
+    """The records of one batch that share their static bytes and task."""
 
     template: Record  # the shared fields; PER_RECORD fields are zero here
     count: int = 0
@@ -168,6 +171,51 @@ class Decisions(Sequence[Record]):
             rec.repeat_seq_first = seq_first
         return rec
 
+    def _subset(self, positions: Sequence[int]) -> Decisions:
+        refs = list(map(self._refs.__getitem__, positions))
+        index = list(map(self._index.__getitem__, positions))
+        return Decisions(self._region, self._rows, refs, self.groups, self.offset_ns, index)
+
+    def _distinct(self) -> dict[int, Group | Record]:
+        """Each distinct reference by id (Records do not hash), found in C."""
+        return dict(zip(map(id, self._refs), self._refs, strict=True))
+
+    def where(self, accept: Callable[[Record], bool]) -> Decisions:
+        """The records `accept` takes, asked once per group (with the group's template)
+        and once per Record of its own: `accept` must look only at what a group shares,
+        never at PER_RECORD or repeat.* fields."""
+        taken = {
+            key: accept(ref.template if isinstance(ref, Group) else ref)
+            for key, ref in self._distinct().items()
+        }
+        keep = itertools.compress(
+            range(len(self._refs)), map(taken.__getitem__, map(id, self._refs))
+        )
+        return self._subset(list(keep))
+
+    def folded(self) -> list[int]:
+        """Positions of the folded records (repeat_count above 1), found in C passes."""
+        rows = map(operator.itemgetter(1), self.rows())
+        repeats = map(operator.itemgetter(REPEATS), rows)
+        return list(itertools.compress(range(len(self._refs)), map((1).__lt__, repeats)))
+
+    def losses(self) -> dict[str, tuple[int, int, int, Record]]:
+        """Per cgroup: the decisions these records stand for (folded ones count each
+        repeat), the least and greatest sequence number among them, and a record of the
+        cgroup (its labels name who lost them). For loss gaps, without building Records."""
+        out: dict[str, tuple[int, int, int, Record]] = {}
+        for ref, row in self.rows():
+            rec = ref.template if isinstance(ref, Group) else ref
+            seq, repeats = row[1], row[REPEATS]
+            first = row[4] if repeats > 1 else seq
+            known = out.get(rec.cgroup_id)
+            if known is None:
+                out[rec.cgroup_id] = (max(repeats, 1), first, seq, rec)
+            else:
+                n, low, high, _ = known
+                out[rec.cgroup_id] = (n + max(repeats, 1), min(low, first), max(high, seq), rec)
+        return out
+
     def templates(self) -> list[Record]:
         """What enrichers fill in: each group's template and each materialised Record."""
         return [g.template for g in self.groups] + [r for r in self._refs if type(r) is Record]
@@ -188,9 +236,8 @@ class Decisions(Sequence[Record]):
     def tally(self) -> collections.Counter[tuple[str, str]]:
         """Records per (event name, action)."""
         counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        refs = self._refs  # Records do not hash: counted by identity, in C
-        by_id = dict(zip(map(id, refs), refs, strict=True))
-        for key, n in collections.Counter(map(id, refs)).items():
+        by_id = self._distinct()
+        for key, n in collections.Counter(map(id, self._refs)).items():
             ref = by_id[key]
             rec = ref.template if isinstance(ref, Group) else ref
             counts[rec.event_name, rec.action] += n

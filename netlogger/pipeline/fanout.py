@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from netlogger.pipeline.record import EVENT_NAMES, Control, DnsRecord, Gap, Item, RingItem
+from netlogger.pipeline.decisions import Decisions
+from netlogger.pipeline.record import (
+    EVENT_NAMES,
+    Control,
+    DnsRecord,
+    Gap,
+    Item,
+    Record,
+    RingItem,
+)
 from netlogger.sinks.base import PartialExport, Sink
 
 log = logging.getLogger("netlogger.fanout")
@@ -63,10 +72,16 @@ class _Batch:
 def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Gap]:
     """One Gap per cgroup and sequence for ring items that `sink` lost, with their seq range.
 
-    DNS records count in a sequence of their own, so their losses are gaps of their
-    own kind (`dns_` + kind). Lost control records have no seq: they are one Gap not
-    tied to a cgroup.
+    A folded record stands for its repeats too: they count, and its range starts at
+    its first repeat. DNS records count in a sequence of their own, so their losses
+    are gaps of their own kind (`dns_` + kind). Lost control records have no seq: they
+    are one Gap not tied to a cgroup.
     """
+    if isinstance(items, Decisions):
+        return [
+            _gap(kind, sink, now, cg, n, low, high, rec)
+            for cg, (n, low, high, rec) in items.losses().items()
+        ]
     by_cgroup: dict[tuple[str, bool], list[RingItem]] = collections.defaultdict(list)
     controls = [item for item in items if isinstance(item, Control)]
     for item in items:
@@ -79,22 +94,37 @@ def _loss_gaps(items: Sequence[Item], kind: str, sink: str, now: str) -> list[Ga
         else []
     )  # fmt: skip
     return unseq + [
-        Gap(
-            event_name=EVENT_NAMES["gap"],
-            ts=now,
-            gap_kind="dns_" + kind if dns else kind,
-            gap_count=len(recs),
-            gap_seq_first=min(r.seq for r in recs),
-            gap_seq_last=max(r.seq for r in recs),
-            gap_sink=sink,
-            cgroup_id=cg,
-            host_name=recs[0].host_name,
-            container_id=recs[0].container_id,
-            agent=recs[0].agent,
-            project=recs[0].project,
+        _gap(
+            "dns_" + kind if dns else kind,
+            sink,
+            now,
+            cg,
+            sum(r.stands_for if isinstance(r, Record) else 1 for r in recs),
+            min(r.first_seq if isinstance(r, Record) else r.seq for r in recs),
+            max(r.seq for r in recs),
+            recs[0],
         )
         for (cg, dns), recs in by_cgroup.items()
     ]
+
+
+def _gap(
+    kind: str, sink: str, now: str, cgroup: str, count: int, first: int, last: int, of: RingItem
+) -> Gap:
+    return Gap(
+        event_name=EVENT_NAMES["gap"],
+        ts=now,
+        gap_kind=kind,
+        gap_count=count,
+        gap_seq_first=first,
+        gap_seq_last=last,
+        gap_sink=sink,
+        cgroup_id=cgroup,
+        host_name=of.host_name,
+        container_id=of.container_id,
+        agent=of.agent,
+        project=of.project,
+    )
 
 
 def _copy(gap: Gap) -> Gap:
@@ -188,7 +218,11 @@ class Subscription:
         self.closed = False
 
     def offer(self, items: Sequence[Item]) -> None:
-        wanted = [i for i in items if self.accept(i)]
+        wanted: Sequence[Item] = (
+            items.where(self.accept)
+            if isinstance(items, Decisions)
+            else [i for i in items if self.accept(i)]
+        )
         if not wanted:
             return
         with self._cond:
@@ -337,6 +371,8 @@ class Fanout:
     # -- subscribers ------------------------------------------------------
 
     def subscribe(self, accept: Callable[[Item], bool], capacity: int = 10_000) -> Subscription:
+        """A live feed of what `accept` takes. `accept` looks only at what the records
+        of a group share (tail's Filter does): a Decisions batch asks it once per group."""
         sub = Subscription(accept, capacity, self._clock)
         with self._subs_lock:
             self._subs.append(sub)

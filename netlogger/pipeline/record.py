@@ -89,6 +89,11 @@ class Record(msgspec.Struct, omit_defaults=True, gc=False):
         """How many decisions this record accounts for."""
         return self.repeat_count or 1
 
+    @property
+    def first_seq(self) -> int:
+        """The first sequence number this record accounts for: a folded one's first repeat."""
+        return self.seq if self.repeat_seq_first is None else self.repeat_seq_first
+
 
 class DnsRecord(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     """One DNS answer the kernel saw delivered to an enrolled cgroup (`ebpf.egress.dns`).

@@ -307,3 +307,31 @@ def test_seq_counts_per_cgroup(enrolled, spawn, read) -> None:
     for r in recs:
         by_cg.setdefault(r.cgroup_id, []).append(r.seq)
     assert sorted(by_cg.values()) == [[0], [0, 1]]
+
+
+def test_the_nearest_enrolled_ancestor_decides_at_every_depth(scope, enforcer, spawn, read) -> None:
+    """Enrolled depths in each block the lookup skips by (0-7, 8-15, 16-31): a task two
+    levels below each enrolled cgroup is decided as that cgroup's, not a shallower one's."""
+    from contextlib import ExitStack
+
+    from netlogger import sandbox
+    from netlogger.enforce import Target
+
+    with ExitStack() as stack:
+        chain = [scope]
+        while chain[-1].level < 21:
+            chain.append(stack.enter_context(sandbox.cgroup(chain[-1], f"d{len(chain)}")))
+        at = {cg.level: cg for cg in chain}
+        for level in (5, 12, 18):
+            enforcer.enroll(Target(at[level]))
+        got = []
+        for level in (7, 14, 20):
+            w = spawn(at[level])
+            assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
+            w.close()
+            rec = only(read())
+            got.append((rec.cgroup_id, rec.task_cgroup_id, rec.action))
+    assert got == [
+        (str(at[enrolled].id), str(at[task].id), "denied")
+        for enrolled, task in ((5, 7), (12, 14), (18, 20))
+    ]

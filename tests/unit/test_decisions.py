@@ -14,7 +14,7 @@ from netlogger.kernel import abi
 from netlogger.pipeline.decisions import TEMPLATE_MIN, Decisions, tally
 from netlogger.pipeline.enrich import AttributionEnricher, ProcessEnricher
 from netlogger.pipeline.record import DnsRecord, Record
-from netlogger.sinks.otlp.encode import LogEncoder
+from netlogger.sinks.otlp.encode import LogEncoder, spans_from_data
 from netlogger.sinks.otlp.spool import spans_of
 from tests.otlp.receiver import attributes
 from tests.unit.ring_bytes import RingStandIn, decoder, event
@@ -121,7 +121,11 @@ def test_otlp_entries_and_spans_equal_those_of_every_record() -> None:
     for part in (slice(None), slice(5, 30), slice(None, None, 2)):
         assert log_records(d[part]) == log_records(built[part])
         assert spans_of(d[part]) == spans_of(built[part])
-    assert set(spans_of(d)) == {"42", "77"}
+    spans = spans_of(d)
+    assert set(spans) == {"42", "77"}
+    # The folded record (seq 100, from 96) stands for its 4 earlier repeats too.
+    assert spans["42"].count == sum(r.cgroup_id == "42" for r in built) + 4
+    assert spans_from_data(LogEncoder("host-1").encode(built, 1)) == spans
 
 
 def log_records(items: Sequence[Record]) -> list[tuple[Any, ...]]:

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from netlogger.pipeline.decisions import Decisions
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.record import Gap, Item, Record
 from netlogger.sinks.memory import MemorySink
-from tests.unit.ring_bytes import decoder, event
+from tests.unit.ring_bytes import RingStandIn, decoder, event
 
 NOW = "2026-12-01T00:00:00.000000000Z"
 
@@ -176,3 +177,55 @@ def test_a_reload_swaps_lanes_a_removed_one_drained_first(fanouts: list[Fanout])
     assert seqs(leaving) == list(range(5))
     assert seqs(joining) == list(range(5, 10))
     assert [s.name for s in f.sinks()] == ["kept", "joining"]
+
+
+def ring_batch(*payloads: bytes) -> Decisions:
+    ring = RingStandIn()
+    ring.push(*payloads)
+    batch = decoder().decode_batch(ring.drain())
+    assert isinstance(batch, Decisions)
+    return batch
+
+
+@pytest.mark.parametrize("shape", ["records", "ring batch"])
+def test_a_lost_folded_record_is_a_gap_for_every_decision_it_stands_for(
+    fanouts: list[Fanout], shape: str
+) -> None:
+    """Dropped from a full lane: a record that carried 5 repeats (seqs 96-100) and two
+    lone ones, for two cgroups; whatever shape the batch has, the gap says 5 + 1, 96-101."""
+    payloads = [
+        event(seq=100, repeat_count=5, repeat_first_ns=4_000_000_000, repeat_seq_first=96),
+        event(seq=101),
+        *(event(seq=s, cgroup_id=77) for s in range(10, 20)),
+    ]
+    batch = ring_batch(*payloads) if shape == "ring batch" else decoder().decode_all(payloads)
+    slow, fast = GatedSink("slow"), MemorySink("fast")
+    f = fanout(fanouts, slow, fast, capacity=15)
+    f.publish(records(42, range(1, 5)))
+    until(lambda: slow.waiting.is_set() and len(fast.items()) == 4)  # 12 more fit in fast only
+    f.publish(batch)
+    slow.gate.set()
+    f.close()
+    expected = [("queue_full", "slow", "42", 6, 96, 101), ("queue_full", "slow", "77", 10, 10, 19)]
+    assert gaps(slow) == gaps(fast) == expected
+
+
+def test_a_subscription_filters_a_ring_batch_once_per_group(fanouts: list[Fanout]) -> None:
+    f = fanout(fanouts, MemorySink("file"))
+    asked: list[str] = []
+
+    def accept(item: Item) -> bool:
+        asked.append(item.cgroup_id if isinstance(item, Record) else "-")
+        return isinstance(item, Record) and item.cgroup_id == "77"
+
+    sub = f.subscribe(accept, capacity=4)
+    f.publish(ring_batch(*(event(seq=s, cgroup_id=42 + 35 * (s % 2)) for s in range(20))))
+    got = sub.next_items(1)
+    assert got is not None
+    assert sorted(asked) == ["42", "77"]
+    assert [(g.gap_kind, g.gap_count, g.gap_seq_first, g.gap_seq_last) for g in got[:1]] == [
+        ("queue_full", 6, 9, 19)
+    ]
+    assert [(r.cgroup_id, r.seq) for r in got[1:] if isinstance(r, Record)] == [
+        ("77", 1), ("77", 3), ("77", 5), ("77", 7)
+    ]  # fmt: skip

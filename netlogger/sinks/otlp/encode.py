@@ -495,9 +495,11 @@ def spans_from_data(entries: bytes) -> Spans:
             count = attrs["gap.count"].int_value
             first = attrs["gap.seq_first"].int_value if "gap.seq_first" in attrs else None
             last = attrs["gap.seq_last"].int_value if "gap.seq_last" in attrs else None
-        else:
-            count, first = 1, attrs["seq"].int_value
-            last = first
+        else:  # a folded record stands for its repeats too
+            last = attrs["seq"].int_value
+            folded = "repeat.count" in attrs
+            count = attrs["repeat.count"].int_value if folded else 1
+            first = attrs["repeat.seq_first"].int_value if folded else last
         span = Span(count, first, last, attrs["ts"].string_value)
         if cgroup in spans:
             spans[cgroup].extend(span)

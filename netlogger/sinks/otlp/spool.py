@@ -65,7 +65,8 @@ DNS_SPAN_PREFIX = "dns:"
 
 def _decision_spans(items: Decisions) -> Spans:
     """spans_of a Decisions batch, in C-speed passes over its references: per distinct
-    reference (a group, or a Record of its own) its count and first and last position."""
+    reference (a group, or a Record of its own) its count and first and last position;
+    then the repeats of the few folded records."""
     refs = items.refs
     ids = list(map(id, refs))
     by_id = dict(zip(ids, refs, strict=True))
@@ -80,7 +81,10 @@ def _decision_spans(items: Decisions) -> Spans:
     spans: Spans = {}
     for cgroup, (count, at, to) in per_cgroup.items():
         head = items[at]
-        spans[cgroup] = Span(count, head.seq, items[to].seq, head.ts)
+        spans[cgroup] = Span(count, head.first_seq, items[to].seq, head.ts)
+    for at in items.folded():
+        span = spans[items[at].cgroup_id]
+        span.count += items[at].stands_for - 1
     return spans
 
 
@@ -96,16 +100,18 @@ def spans_of(items: Sequence[Item]) -> Spans:
         # The common batch, in comprehensions: this runs for every record the agent sees.
         firsts = {r.cgroup_id: r for r in reversed(items)}
         lasts = {r.cgroup_id: r for r in items}
-        counts = Counter(r.cgroup_id for r in items)
+        counts: Counter[str] = Counter()
+        for r in items:
+            counts[r.cgroup_id] += r.stands_for
         return {
-            cgroup: Span(counts[cgroup], firsts[cgroup].seq, last.seq, firsts[cgroup].ts)
+            cgroup: Span(counts[cgroup], firsts[cgroup].first_seq, last.seq, firsts[cgroup].ts)
             for cgroup, last in lasts.items()
         }
     spans: Spans = {}
     for item in items:
         key = item.cgroup_id
         if type(item) is Record:
-            span = Span(1, item.seq, item.seq, item.ts)
+            span = Span(item.stands_for, item.first_seq, item.seq, item.ts)
         elif type(item) is DnsRecord:
             span = Span(1, item.seq, item.seq, item.ts)
             key = DNS_SPAN_PREFIX + item.cgroup_id
