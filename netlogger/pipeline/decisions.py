@@ -47,14 +47,13 @@ _SENTINELS = {"bpf_ts_ns": (1 << 62) + 1, "seq": (1 << 62) + 2, "sock_cookie": (
 # group's fields: a line is the group's pieces around these.
 _TS_RUN = f'"ts":"\\u0001","bpf_ts_ns":{_SENTINELS["bpf_ts_ns"]},"seq":{_SENTINELS["seq"]}'
 _COOKIE = f'"sock_cookie":{_SENTINELS["sock_cookie"]}'
-_AFTER_FRAC, _AFTER_TS = 'Z","bpf_ts_ns":', ',"seq":'
 
 
 @dataclass(frozen=True)
 class Pieces:
     """The constant text of a group's JSON line, as str: the line is `lead` + the second
-    of the record's time + "." + its nine-digit fraction + `_AFTER_FRAC` + bpf_ts_ns +
-    `_AFTER_TS` + seq + `middle` + sock_cookie + `tail`."""
+    of the record's time + "." + its nine-digit fraction + `Z","bpf_ts_ns":` + bpf_ts_ns +
+    `,"seq":` + seq + `middle` + sock_cookie + `tail`."""
 
     lead: str
     middle: str
@@ -80,13 +79,15 @@ class Group:
     template: Record  # the shared fields; PER_RECORD fields are zero here
     count: int = 0
     unknown: tuple[str, ...] = ()  # enum fields whose value had no name
-    _pieces: Pieces | None = field(default=None, repr=False)
-    _probed: bool = field(default=False, repr=False)
+    # The template's JSON pieces, once its enrichment is final (json_lines makes them):
+    # None for a small group, or one json_pieces cannot cut.
+    pieces: Pieces | None = field(default=None, repr=False)
+    _cut: bool = field(default=False, repr=False)
 
-    def pieces(self) -> Pieces | None:
-        if not self._probed:
-            self._pieces, self._probed = json_pieces(self.template), True
-        return self._pieces
+    def cut(self) -> None:
+        if not self._cut:
+            self.pieces = json_pieces(self.template) if self.count >= TEMPLATE_MIN else None
+            self._cut = True
 
 
 Row = tuple[int, int, int, int, int, int]  # ts_ns, seq, sock_cookie, first_ns, seq_first, repeats
@@ -110,6 +111,7 @@ class Decisions(Sequence[Record]):
         groups: list[Group],
         offset_ns: int,
         index: Sequence[int],
+        whole: bool = True,
     ) -> None:
         self._region = region
         self._rows = rows
@@ -117,6 +119,9 @@ class Decisions(Sequence[Record]):
         self.groups = groups
         self.offset_ns = offset_ns
         self._index = index
+        # The Records materialise() made, tracked in a batch as the decoder made it (a
+        # slice's are found by looking: slices are read, never enriched).
+        self._own: list[Record] | None = [] if whole else None
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -136,7 +141,7 @@ class Decisions(Sequence[Record]):
         if isinstance(i, slice):
             refs = self._refs[i]
             return Decisions(
-                self._region, self._rows, refs, self.groups, self.offset_ns, self._index[i]
+                self._region, self._rows, refs, self.groups, self.offset_ns, self._index[i], False
             )
         ref = self._refs[i]
         if isinstance(ref, Record):
@@ -174,7 +179,7 @@ class Decisions(Sequence[Record]):
     def _subset(self, positions: Sequence[int]) -> Decisions:
         refs = list(map(self._refs.__getitem__, positions))
         index = list(map(self._index.__getitem__, positions))
-        return Decisions(self._region, self._rows, refs, self.groups, self.offset_ns, index)
+        return Decisions(self._region, self._rows, refs, self.groups, self.offset_ns, index, False)
 
     def _distinct(self) -> dict[int, Group | Record]:
         """Each distinct reference by id (Records do not hash), found in C."""
@@ -218,7 +223,10 @@ class Decisions(Sequence[Record]):
 
     def templates(self) -> list[Record]:
         """What enrichers fill in: each group's template and each materialised Record."""
-        return [g.template for g in self.groups] + [r for r in self._refs if type(r) is Record]
+        own = self._own
+        if own is None:  # a slice: its Records are found by looking
+            own = [r for r in self._refs if type(r) is Record]
+        return [g.template for g in self.groups] + own
 
     def materialise(self, groups: set[Group]) -> list[Record]:
         """The records of `groups`, built now and held from now on, in order."""
@@ -230,6 +238,7 @@ class Decisions(Sequence[Record]):
             if type(ref) is Group and ref in groups:
                 refs[i] = rec = self.build(ref.template, row)
                 out.append(rec)
+        self._own = None if self._own is None else self._own + out
         self.groups = [g for g in self.groups if g not in groups]
         return out
 
@@ -248,31 +257,32 @@ class Decisions(Sequence[Record]):
 
         Joined a chunk at a time: the pieces of a whole large batch would not stay in cache.
         """
+        for group in self.groups:
+            group.cut()
         chunks: list[bytes] = []
         out: list[str] = []
         extend = out.extend
         offset, second_ns, second = self.offset_ns, -1, ""
-        for i, (ref, row) in enumerate(self.rows()):
-            if not i % _CHUNK and out:
-                chunks.append("".join(out).encode())
-                out.clear()
-            if type(ref) is Group and row[REPEATS] <= 1 and ref.count >= TEMPLATE_MIN:
-                pieces = ref.pieces()
-                if pieces is not None:
-                    ts_ns, seq, cookie = row[:3]
+        rows = self.rows()
+        while True:
+            for ref, row in itertools.islice(rows, _CHUNK):
+                pieces = ref.pieces if type(ref) is Group else None
+                ts_ns, seq, cookie, _first, _seq_first, repeats = row
+                if pieces is not None and repeats <= 1:
                     wall = ts_ns + offset
                     if not 0 <= wall - second_ns < NS:
                         second_ns = wall - wall % NS
                         second = second_prefix(second_ns // NS) + "."
-                    extend((
-                        pieces.lead, second, str(wall - second_ns + NS)[1:], _AFTER_FRAC,
-                        str(ts_ns), _AFTER_TS, str(seq), pieces.middle, str(cookie), pieces.tail,
-                    ))  # fmt: skip
+                    # The fraction: nine digits, zero-padded by the 1 that NS puts before them.
+                    run = f'{str(wall - second_ns + NS)[1:]}Z","bpf_ts_ns":{ts_ns},"seq":{seq}'
+                    extend((pieces.lead, second, run, pieces.middle, str(cookie), pieces.tail))
                     continue
-            rec = ref if isinstance(ref, Record) else self.build(ref.template, row)
-            extend((encoder.encode(rec).decode(), "\n"))
-        chunks.append("".join(out).encode())
-        return b"".join(chunks)
+                rec = ref if isinstance(ref, Record) else self.build(ref.template, row)
+                extend((encoder.encode(rec).decode(), "\n"))
+            if not out:
+                return b"".join(chunks)
+            chunks.append("".join(out).encode())
+            out.clear()
 
 
 def to_enrich(items: Sequence[RingItem]) -> Iterable[RingItem]:
