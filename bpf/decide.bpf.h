@@ -20,14 +20,23 @@
 #define NL_IPPROTO_ICMP 1
 #define NL_IPPROTO_ICMPV6 58
 
-/* The enrolled ancestor at the deepest of the depths `top` down to `bottom`
- * (constants) that `mask` holds. */
-static __always_inline struct nl_enrollment *nl_probe_levels(struct __sk_buff *skb, __u32 mask,
-							     const int top, const int bottom,
-							     __u64 *cgroup_id)
+/* The nearest enrolled ancestor of a cgroup (itself included): a task that
+ * moves into a child cgroup stays governed. The cgroup is the current task's,
+ * or with an skb, that of the socket it belongs to (ingress runs in softirq,
+ * where the current task is anyone's). Only the depths where something is
+ * enrolled are probed, so a cgroup that is not enrolled usually costs one
+ * helper call and one hash miss. */
+static __always_inline struct nl_enrollment *nl_enrollment_of(struct __sk_buff *skb,
+							      __u64 *cgroup_id)
 {
+	__u32 zero = 0;
+	struct nl_levels *levels = bpf_map_lookup_elem(&nl_levels, &zero);
+	if (!levels || !levels->mask)
+		return 0;
+	__u32 mask = levels->mask;
+
 #pragma unroll
-	for (int level = top; level >= bottom; level--) {
+	for (int level = NL_MAX_LEVELS - 1; level >= 0; level--) {
 		if (!(mask & (1u << level)))
 			continue;
 		__u64 id = skb ? bpf_skb_ancestor_cgroup_id(skb, level) :
@@ -41,33 +50,6 @@ static __always_inline struct nl_enrollment *nl_probe_levels(struct __sk_buff *s
 		}
 	}
 	return 0;
-}
-
-/* The nearest enrolled ancestor of a cgroup (itself included): a task that
- * moves into a child cgroup stays governed. The cgroup is the current task's,
- * or with an skb, that of the socket it belongs to (ingress runs in softirq,
- * where the current task is anyone's). Only the depths where something is
- * enrolled are probed, so a cgroup that is not enrolled usually costs one
- * helper call and one hash miss. The depths are tested in three blocks, the
- * deep ones skipped at once: cgroups seldom sit deeper than 8, and 32 bit
- * tests were a third of the passing path. */
-static __always_inline struct nl_enrollment *nl_enrollment_of(struct __sk_buff *skb,
-							      __u64 *cgroup_id)
-{
-	__u32 zero = 0;
-	struct nl_levels *levels = bpf_map_lookup_elem(&nl_levels, &zero);
-	if (!levels || !levels->mask)
-		return 0;
-	__u32 mask = levels->mask;
-	struct nl_enrollment *en = 0;
-
-	if (mask >> 16)
-		en = nl_probe_levels(skb, mask, NL_MAX_LEVELS - 1, 16, cgroup_id);
-	if (!en && (mask & 0xff00))
-		en = nl_probe_levels(skb, mask, 15, 8, cgroup_id);
-	if (!en && (mask & 0xff))
-		en = nl_probe_levels(skb, mask, 7, 0, cgroup_id);
-	return en;
 }
 
 static __always_inline struct nl_enrollment *nl_find_enrollment(__u64 *cgroup_id)
@@ -167,25 +149,13 @@ static __always_inline int nl_decide_dst(__u64 cgroup_id, __u32 policy_id,
 	return 1;
 }
 
-/* connect4/6 and sendmsg4/6 (`family` a constant): decide, record, and return
- * the hook's verdict. The destination is read only for an enrolled task: the
- * passing path of everyone else is the enrollment lookup alone. */
-static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, __u16 family)
+/* connect4/6 and sendmsg4/6: decide, record, and return the hook's verdict. */
+static __always_inline int nl_decide_addr(struct bpf_sock_addr *ctx, __u8 op, struct nl_dst *dst)
 {
 	__u64 cgroup_id;
 	struct nl_enrollment *en = nl_find_enrollment(&cgroup_id);
 	if (!en)
 		return 1;
-
-	struct nl_dst d = {};
-	struct nl_dst *dst = &d;
-	if (family == NL_FAMILY_INET6) {
-		__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
-				 ctx->user_ip6[3] };
-		nl_dst_from_ip6(dst, ip6, ctx->user_port);
-	} else {
-		nl_dst_from_ip4(dst, ctx->user_ip4, ctx->user_port);
-	}
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	if (dst->port == NL_PORT_DNS)

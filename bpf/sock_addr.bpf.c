@@ -13,23 +13,33 @@
 SEC("cgroup/connect4")
 int nl_connect4(struct bpf_sock_addr *ctx)
 {
-	return nl_decide_addr(ctx, NL_OP_CONNECT, NL_FAMILY_INET);
+	struct nl_dst dst = {};
+	nl_dst_from_ip4(&dst, ctx->user_ip4, ctx->user_port);
+	return nl_decide_addr(ctx, NL_OP_CONNECT, &dst);
 }
 
 SEC("cgroup/connect6")
 int nl_connect6(struct bpf_sock_addr *ctx)
 {
-	return nl_decide_addr(ctx, NL_OP_CONNECT, NL_FAMILY_INET6);
+	struct nl_dst dst = {};
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	nl_dst_from_ip6(&dst, ip6, ctx->user_port);
+	return nl_decide_addr(ctx, NL_OP_CONNECT, &dst);
 }
 
 SEC("cgroup/sendmsg4")
 int nl_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return nl_decide_addr(ctx, NL_OP_SENDMSG, NL_FAMILY_INET);
+	struct nl_dst dst = {};
+	nl_dst_from_ip4(&dst, ctx->user_ip4, ctx->user_port);
+	return nl_decide_addr(ctx, NL_OP_SENDMSG, &dst);
 }
 
 SEC("cgroup/sendmsg6")
 int nl_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return nl_decide_addr(ctx, NL_OP_SENDMSG, NL_FAMILY_INET6);
+	struct nl_dst dst = {};
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	nl_dst_from_ip6(&dst, ip6, ctx->user_port);
+	return nl_decide_addr(ctx, NL_OP_SENDMSG, &dst);
 }

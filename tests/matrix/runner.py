@@ -65,7 +65,6 @@ GUEST_TESTS = [
     "tests/kernel/test_decisions.py::test_dns_only_to_the_policy_resolvers",
     "tests/kernel/test_decisions.py::test_loopback_passes_unrecorded_unless_asked",
     "tests/kernel/test_decisions.py::test_child_cgroup_is_enforced",
-    "tests/kernel/test_decisions.py::test_the_nearest_enrolled_ancestor_decides_at_every_depth",
     "tests/kernel/test_decisions.py::test_unenrolled_cgroup_passes_without_records",
     # modes: audit (would_deny) and a bypass that the kernel clock ends
     "tests/kernel/test_decisions.py::test_audit_allows_and_records_would_deny",
