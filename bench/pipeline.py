@@ -30,12 +30,11 @@ from bench.harness import Bench, agent_pipeline, arguments, bench_plane, rates
 from bench.otlp_sink import _serve
 from bench.ring_drain import callback_drain
 from monitor import certs as monitor_certs
+from netlogger.agent import QUEUE_RECORDS
 from netlogger.pipeline.fanout import Fanout
 from netlogger.sinks.jsonl import JsonlSink
 from netlogger.sinks.otlp import OtlpExportSink
 from netlogger.sinks.otlp.settings import Settings, Tls
-
-QUEUE_RECORDS = 200_000  # the agent's lane bound (agent.QUEUE_RECORDS)
 
 
 @dataclass

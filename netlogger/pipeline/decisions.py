@@ -42,7 +42,7 @@ TEMPLATE_MIN = 8
 _CHUNK = 2048  # records joined at a time
 # Values no real field holds: a probe line finds where the per-record values go.
 _SENTINEL_TS = "\x01"
-_SENTINELS = {"bpf_ts_ns": (1 << 62) + 1, "seq": (1 << 62) + 2, "sock_cookie": (1 << 62) + 3}
+_SENTINELS = {name: (1 << 62) + i for i, name in enumerate(PER_RECORD[1:], 1)}
 # In Record's field order ts, bpf_ts_ns and seq are one run, sock_cookie follows the
 # group's fields: a line is the group's pieces around these.
 _TS_RUN = f'"ts":"\\u0001","bpf_ts_ns":{_SENTINELS["bpf_ts_ns"]},"seq":{_SENTINELS["seq"]}'

@@ -16,6 +16,7 @@ import msgspec
 
 from netlogger.kernel import abi
 from netlogger.kernel.ringbuf import HEADER, Batch, scan, span
+from netlogger.pipeline.decisions import Decisions
 from netlogger.pipeline.decode import EVENT_SIZE, Decoder
 from netlogger.pipeline.record import RingItem
 
@@ -89,3 +90,12 @@ class RingStandIn:
 
     def pending_bytes(self) -> int:
         return len(self._region) - self.position
+
+
+def ring_batch(*payloads: bytes) -> Decisions:
+    """`payloads` framed in a ring and decoded as the pump decodes a uniform batch."""
+    ring = RingStandIn()
+    ring.push(*payloads)
+    batch = decoder().decode_batch(ring.drain())
+    assert isinstance(batch, Decisions)
+    return batch

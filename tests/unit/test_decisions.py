@@ -11,24 +11,16 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from netlogger.enrich.dns import DnsEnricher
 from netlogger.kernel import abi
-from netlogger.pipeline.decisions import TEMPLATE_MIN, Decisions, tally
+from netlogger.pipeline.decisions import TEMPLATE_MIN, tally
 from netlogger.pipeline.enrich import AttributionEnricher, ProcessEnricher
 from netlogger.pipeline.record import DnsRecord, Record
 from netlogger.sinks.otlp.encode import LogEncoder, spans_from_data
 from netlogger.sinks.otlp.spool import spans_of
 from tests.otlp.receiver import attributes
-from tests.unit.ring_bytes import RingStandIn, decoder, event
+from tests.unit.ring_bytes import event, ring_batch
 
 ENCODER = msgspec.json.Encoder()
 LABELS = abi.Labels(agent=b"a\xc3\xa9", project=b"p%s", container_id=b"c" * 64)
-
-
-def batch(*payloads: bytes) -> Decisions:
-    ring = RingStandIn()
-    ring.push(*payloads)
-    decisions = decoder().decode_batch(ring.drain())
-    assert isinstance(decisions, Decisions)
-    return decisions
 
 
 def flood(count: int, **fields: object) -> list[bytes]:
@@ -52,7 +44,7 @@ def mixed() -> list[bytes]:
 
 
 def test_records_and_lines_equal_building_every_record() -> None:
-    d = batch(*mixed())
+    d = ring_batch(*mixed())
     AttributionEnricher(lambda _id: LABELS).enrich(d)
     built = list(d)
     assert len(built) == len(mixed()) - 1
@@ -71,7 +63,7 @@ def test_records_and_lines_equal_building_every_record() -> None:
 
 
 def test_enrichers_fill_each_group_once_and_every_record_has_it() -> None:
-    d = batch(*flood(50), *flood(50, pid=200))
+    d = ring_batch(*flood(50), *flood(50, pid=200))
     assert [g.count for g in d.groups] == [50, 50]
     ProcessEnricher().enrich(d)  # pids 100 and 200 are not running here: read, found gone
     AttributionEnricher(lambda _id: LABELS).enrich(d)
@@ -82,7 +74,7 @@ def test_enrichers_fill_each_group_once_and_every_record_has_it() -> None:
 
 
 def test_dns_labels_build_only_the_groups_whose_destination_was_resolved() -> None:
-    d = batch(*flood(20), *flood(20, daddr=(abi.u8 * 16)(10, 9, 9, 9)))
+    d = ring_batch(*flood(20), *flood(20, daddr=(abi.u8 * 16)(10, 9, 9, 9)))
     dns = DnsEnricher()
     dns.observe(answer("10.1.2.3"))
     dns.enrich(d)
@@ -104,7 +96,9 @@ def answer(address: str) -> DnsRecord:
 
 
 def test_tally_counts_every_record_by_event_and_action() -> None:
-    d = batch(*flood(10), *flood(3, action=abi.Action.ALLOWED), event(seq=9, op=abi.Op.SENDMSG))
+    d = ring_batch(
+        *flood(10), *flood(3, action=abi.Action.ALLOWED), event(seq=9, op=abi.Op.SENDMSG)
+    )
     d.materialise({d.groups[1]})
     assert tally(d) == {
         ("ebpf.egress.connect", "denied"): 10,
@@ -115,7 +109,7 @@ def test_tally_counts_every_record_by_event_and_action() -> None:
 
 
 def test_otlp_entries_and_spans_equal_those_of_every_record() -> None:
-    d = batch(*mixed(), *flood(TEMPLATE_MIN, cgroup_id=77))
+    d = ring_batch(*mixed(), *flood(TEMPLATE_MIN, cgroup_id=77))
     AttributionEnricher(lambda _id: LABELS).enrich(d)
     built = list(d)
     for part in (slice(None), slice(5, 30), slice(None, None, 2)):

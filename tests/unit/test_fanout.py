@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from netlogger.pipeline.decisions import Decisions
 from netlogger.pipeline.fanout import Fanout
 from netlogger.pipeline.record import Gap, Item, Record
 from netlogger.sinks.memory import MemorySink
-from tests.unit.ring_bytes import RingStandIn, decoder, event
+from tests.unit.ring_bytes import decoder, event, ring_batch
 
 NOW = "2026-12-01T00:00:00.000000000Z"
 
@@ -177,14 +176,6 @@ def test_a_reload_swaps_lanes_a_removed_one_drained_first(fanouts: list[Fanout])
     assert seqs(leaving) == list(range(5))
     assert seqs(joining) == list(range(5, 10))
     assert [s.name for s in f.sinks()] == ["kept", "joining"]
-
-
-def ring_batch(*payloads: bytes) -> Decisions:
-    ring = RingStandIn()
-    ring.push(*payloads)
-    batch = decoder().decode_batch(ring.drain())
-    assert isinstance(batch, Decisions)
-    return batch
 
 
 @pytest.mark.parametrize("shape", ["records", "ring batch"])
