@@ -452,10 +452,16 @@ def scope(name: str, version: str) -> bytes:
 
 
 def request(resource_bytes: bytes, scope_bytes: bytes, entries: bytes) -> bytes:
-    """ExportLogsServiceRequest{resource_logs: [{resource, scope_logs: [{scope, entries}]}]}."""
-    scope_logs = _field(0x0A, scope_bytes) + entries
-    resource_logs = _field(0x0A, resource_bytes) + _field(0x12, scope_logs)
-    return _field(0x0A, resource_logs)
+    """ExportLogsServiceRequest{resource_logs: [{resource, scope_logs: [{scope, entries}]}]}.
+
+    The entries (a whole segment) are copied once: the framing around them is sized first.
+    """
+    scope = _field(0x0A, scope_bytes)
+    resource_field = _field(0x0A, resource_bytes)
+    scope_logs_head = b"\x12" + varint(len(scope) + len(entries))
+    resource_logs_len = len(resource_field) + len(scope_logs_head) + len(scope) + len(entries)
+    head = b"\x0a" + varint(resource_logs_len)
+    return b"".join((head, resource_field, scope_logs_head, scope, entries))
 
 
 def frames(data: bytes) -> tuple[int, int]:
