@@ -1,5 +1,5 @@
-"""A deny flood with one odd attempt inside, folding on and off; then the pipeline rate and
-the hook costs: every figure of issue 16, in one run.
+"""A deny flood with one odd attempt inside, folding on and off; then the pipeline rate (alone
+and with OTLP beside it) and the hook costs: every figure of issue 16, in one run.
 
 The flood is the issue's: an enrolled workload issues FLOOD denied UDP connects at
 three destinations (a third each, one after another) with one connect to another
@@ -100,9 +100,7 @@ def main() -> None:
             f"{f.lost:8}  {'yes' if f.odd_recorded else 'NO':<12} {f.records_per_s:9.0f}  "
             f"{f.stands_for / f.seconds:11.0f}  {'yes' if ok else 'NO'}"
         )
-    with bench_plane() as bench:
-        rates = pipeline.measure(bench, args.records, args.rounds)
-    pipeline.report(rates, args.records, args.rounds)
+    pipeline.report(pipeline.measure_both(args.records, args.rounds), args.records, args.rounds)
     with bench_plane(connect_cost.NO_FOLD) as bench:
         costs = connect_cost.measure(bench, args.count, args.rounds * 4 - 1)
     connect_cost.report(costs, args.count, args.rounds * 4 - 1)
