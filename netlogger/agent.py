@@ -188,7 +188,7 @@ class Agent:
             self.fanout,
             self.reporter.status,
             lambda: self.reloader.policies(),
-            lambda: self.reloader.reload(),
+            lambda actor: self.reloader.reload(actor),
             self.config.containers,
             self.watch.engine if self.watch else None,
             stack,

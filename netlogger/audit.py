@@ -1,6 +1,6 @@
 """The audit trail: every control action on enforcement becomes a Control record.
 
-Asked for (enroll, unenroll, bypass, enforce over the control socket) or
+Asked for (enroll, unenroll, bypass, enforce, reload over the control socket) or
 automatic (static enrollments at start, containers the watcher enrolls and
 releases, housekeeping of a removed cgroup), done or refused: each one is a
 record that reaches every sink and `tail` subscriber through the fan-out's
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netlogger.enforce import Enrolled
+from netlogger.errors import NetloggerError
 from netlogger.pipeline.clock import timestamp
 from netlogger.pipeline.record import CONTROL_TRIGGERS, EVENT_NAMES, Control
 
@@ -53,6 +54,11 @@ class Action:
     container_id: str = ""
     container_name: str = ""
     bypass_s: float | None = None
+
+
+def why(exc: NetloggerError) -> str:
+    """A refused action's `control.error`: the error's kind, then what it says."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 class AuditTrail:

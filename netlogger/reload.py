@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from netlogger.audit import Actor
+from netlogger.audit import Action, Actor, why
 from netlogger.config.changes import changes
 from netlogger.config.check import Checked, validate
 from netlogger.config.model import Sink as SinkSpec
@@ -123,7 +123,20 @@ class Reloader:
         policies: dict[str, Any] = msgspec.to_builtins(self.checked.config.policies)
         return policies
 
-    def reload(self) -> dict[str, list[str]]:
+    def reload(self, actor: Actor) -> dict[str, list[str]]:
+        """Validate and apply the config again, for `actor`; done or refused, the audit
+        trail gets a `reload` record after the enrollments it made."""
+        target = f"config {self.origin.config_file}" if self.origin.config_file else "flags"
+        try:
+            summary = self._apply(actor)
+        except NetloggerError as exc:
+            self._commands.record(Action("reload", actor, target, None, None, why(exc)))
+            raise
+        self._commands.record(Action("reload", actor, target, None, None))
+        log.warning("reloaded %s: %s", self.origin.config_file or "the flags", summary)
+        return summary
+
+    def _apply(self, actor: Actor) -> dict[str, list[str]]:
         with self._commands.changing:
             checked = self.origin.validate()
             plan = changes(self.checked.config, checked.config)
@@ -146,21 +159,19 @@ class Reloader:
             # A cgroup that leaves can meet a deny between its old policy's removal just
             # now and its unenrollment next: it fails closed, and is governed no longer.
             for cgroup_id in leaving:
-                self._commands.unenroll(cgroup_id, Actor.agent("reload"))
+                self._commands.unenroll(cgroup_id, actor)
             for target in targets:
-                self._commands.enroll(target, Actor.agent("reload"))
+                self._commands.enroll(target, actor)
             gone = [pair for pair in self.sinks if pair[0] in plan.sinks_removed]
             self._fanout.update([sink for _, sink in added], [sink for _, sink in gone])
             shutdown(gone)
             self.sinks[:] = [pair for pair in self.sinks if pair not in gone] + added
             self.checked = checked
-        summary = plan.summary()
-        log.warning("reloaded %s: %s", self.origin.config_file or "the flags", summary)
-        return summary
+        return plan.summary()
 
     def on_signal(self) -> None:
         """SIGHUP: reload, and say on stderr how it went (nobody waits for a reply)."""
         try:
-            self.reload()
+            self.reload(Actor.agent("reload"))
         except NetloggerError as exc:
             log.error("reload refused, nothing changed: %s: %s", type(exc).__name__, exc)

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from netlogger import tail
-from netlogger.audit import Action, Actor, AuditTrail
+from netlogger.audit import Action, Actor, AuditTrail, why
 from netlogger.backstop import Backstop
 from netlogger.config.model import Containers
 from netlogger.container_watch import container_target
@@ -44,7 +44,7 @@ class Commands:
         fanout: Fanout,
         status: Callable[[], dict[str, Any]],
         policies: Callable[[], dict[str, Any]],
-        reload: Callable[[], dict[str, Any]],
+        reload: Callable[[Actor], dict[str, Any]],
         containers: Containers | None,
         engine: Callable[[], Engine] | None,
         stack: ExitStack,
@@ -108,6 +108,10 @@ class Commands:
             )
             return entry
 
+    def record(self, action: Action) -> None:
+        """An action the commands did not carry out themselves (a reload) on the trail."""
+        self._audit.record(action)
+
     def unenroll(self, cgroup_id: int, actor: Actor, target: str | None = None) -> Enrolled:
         target = target or f"cgroup id {cgroup_id}"
         with self.changing:
@@ -115,7 +119,7 @@ class Commands:
                 before = self.enforcer.get(cgroup_id)  # refuses what is not enrolled, first
             except NetloggerError as exc:
                 self._audit.record(
-                    Action("unenroll", actor, target, None, None, _why(exc), cgroup_id)
+                    Action("unenroll", actor, target, None, None, why(exc), cgroup_id)
                 )
                 raise
             self.pump.report_losses(only=cgroup_id)
@@ -162,7 +166,7 @@ class Commands:
                     entry = self.enforcer.bypass(cgroup_id, seconds)
             except NetloggerError as exc:
                 self._audit.record(
-                    Action(command, actor, target, before, before, _why(exc), cgroup_id,
+                    Action(command, actor, target, before, before, why(exc), cgroup_id,
                            bypass_s=seconds)
                 )  # fmt: skip
                 raise
@@ -191,7 +195,7 @@ class Commands:
                 target,
                 before,
                 before,
-                _why(exc),
+                why(exc),
                 asked.cgroup.id,
                 str(asked.cgroup.path),
                 asked.container_id,
@@ -254,7 +258,7 @@ class Commands:
         if op == "policies":  # `policy test` decides with what this agent enforces
             return self._policies()
         if op == "reload":
-            return self._reload()
+            return self._reload(Actor.peer(peer.uid, peer.pid))
         if op not in CHANGES:
             known = ", ".join(("status", "tail", "policies", "reload", *CHANGES))
             raise UsageError(f"unknown command {op!r}; use one of: {known}")
@@ -264,7 +268,7 @@ class Commands:
             cg, container = self._resolve(request)
             seconds = _bypass_seconds(request) if op == "bypass" else None
         except NetloggerError as exc:  # refused before it had a cgroup: the trail says so
-            self._audit.record(Action(op, actor, asked, None, None, _why(exc)))
+            self._audit.record(Action(op, actor, asked, None, None, why(exc)))
             raise
         if container is not None:
             asked = f"{asked} ({container.id[:12]})"
@@ -285,10 +289,6 @@ class Commands:
         self, request: dict[str, Any], write: Callable[[bytes], None], closed: Callable[[], bool]
     ) -> None:
         tail.serve(request, self.fanout, write, closed, self._names)
-
-
-def _why(exc: NetloggerError) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _asked(request: dict[str, Any]) -> str:

@@ -189,7 +189,7 @@ class Control(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     project: str = ""
 
 
-CONTROL_COMMANDS = ("enroll", "unenroll", "bypass", "enforce")
+CONTROL_COMMANDS = ("enroll", "unenroll", "bypass", "enforce", "reload")
 CONTROL_TRIGGERS = {
     "config": "a static enrollment from the config, at start",
     "container_running": "a container the config selects was running when the watcher listed them",
@@ -197,7 +197,7 @@ CONTROL_TRIGGERS = {
     "container_stop": "the engine stopped an enrolled container",
     "container_gone": "an enrolled container was no longer running when the watcher listed them",
     "cgroup_gone": "the enrolled cgroup directory was removed",
-    "reload": "a reload (the `reload` command or SIGHUP) changed the static enrollments",
+    "reload": "SIGHUP reloaded the config (a `reload` asked over the socket names its peer)",
 }
 
 

@@ -106,6 +106,11 @@ class AgentProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
 
+    def rewrite_config(self, **changes: Any) -> None:
+        """The config file with `changes` over its top-level keys, for a reload to read."""
+        self.config |= changes
+        self.config_file.write_text(yaml.safe_dump(self.config))
+
     def start(self) -> AgentProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "netlogger", "run", "--config", str(self.config_file)],
@@ -210,6 +215,20 @@ def agent_factory(tmp_path: Path, scope, pin_root) -> Iterator[Any]:
 @pytest.fixture
 def agent(agent_factory) -> AgentProcess:
     return agent_factory().start()
+
+
+def run_cli(agent: AgentProcess, *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """A CLI command against `agent`, and the pid it ran as (what `control.pid` must say)."""
+    cmd = [sys.executable, "-m", "netlogger", *args, "--control-socket", str(agent.socket)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    out, err = proc.communicate(timeout=60)
+    return proc.pid, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def controls(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [x for x in lines if x["event.name"] == "ebpf.egress.control"]
 
 
 def decisions(lines: list[dict[str, Any]], cgroup_id: int | None = None) -> list[dict[str, Any]]:

@@ -6,27 +6,14 @@ kernel gave the CLI, and `control.uid` against ours (SO_PEERCRED, not a claim).
 
 from __future__ import annotations
 
+import copy
 import os
-import subprocess
-import sys
+import re
+import signal
 from typing import Any
 
 from netlogger import sandbox
-from tests.e2e.conftest import REPO, AgentProcess
-
-
-def run_cli(agent: AgentProcess, *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
-    """A CLI command against `agent`, and the pid it ran as."""
-    cmd = [sys.executable, "-m", "netlogger", *args, "--control-socket", str(agent.socket)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    )
-    out, err = proc.communicate(timeout=60)
-    return proc.pid, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def controls(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [x for x in lines if x["event.name"] == "ebpf.egress.control"]
+from tests.e2e.conftest import controls, run_cli
 
 
 def without_ts(rec: dict[str, Any]) -> dict[str, Any]:
@@ -204,3 +191,64 @@ def test_a_vanished_cgroup_is_unenrolled_by_the_agent_on_the_record(agent, scope
         "agent": "g1",
     }
     assert agent.status()["enrolled"] == []
+
+
+def test_a_reload_is_on_the_record_with_who_asked_done_or_refused(agent_factory, scope) -> None:
+    with sandbox.cgroup(scope, "first") as first, sandbox.cgroup(scope, "second") as second:
+        static = {"cgroup": str(first.path), "policy": "default"}
+        agent = agent_factory(enroll=[static], containers=None).start()
+        good = copy.deepcopy(agent.config)
+        agent.rewrite_config(enroll=[static, {"cgroup": str(second.path), "policy": "default"}])
+        asked, done = run_cli(agent, "reload")
+        agent.rewrite_config(policies={"default": {"allow": [{"cidr": "198.18.0.0/33"}]}})
+        asked_again, refused = run_cli(agent, "reload")
+        agent.config = good
+        agent.rewrite_config()
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)  # nobody to name: the agent's own
+        lines = agent.wait_for_lines(lambda ls: len(controls(ls)) >= 6)
+    assert (done.returncode, refused.returncode) == (0, 2), (done.stderr, refused.stderr)
+    got = [without_ts(r) for r in controls(lines)[1:]]
+    # A refused reload's record says where the config is wrong, as the CLI does.
+    error = got[2].pop("control.error")
+    where = re.escape(str(agent.config_file))
+    assert re.fullmatch(
+        rf"ConfigError: 1 problem\(s\)\n{where}:\d+: policies\.default\.allow\[0\]\.cidr: "
+        r"bad cidr '198\.18\.0\.0/33': .*",
+        error,
+    ), error
+    reload = {
+        "event.name": "ebpf.egress.control",
+        "control.command": "reload",
+        "control.target": f"config {agent.config_file}",
+    }
+    peer = {"control.by": "peer", "control.uid": os.getuid()}
+    assert got == [
+        {  # the enrollment the reload made is the asker's, as the reload is
+            "event.name": "ebpf.egress.control",
+            "control.command": "enroll",
+            "control.result": "done",
+            **peer,
+            "control.pid": asked,
+            "control.target": f"cgroup {second.path}",
+            "control.mode_after": "enforce",
+            "control.policy_after": "default",
+            "cgroup_id": str(second.id),
+            "cgroup_path": str(second.path),
+        },
+        {**reload, "control.result": "done", **peer, "control.pid": asked},
+        {**reload, "control.result": "refused", **peer, "control.pid": asked_again},
+        {  # SIGHUP with the first config again: the agent's own, and so is what it undid
+            "event.name": "ebpf.egress.control",
+            "control.command": "unenroll",
+            "control.result": "done",
+            "control.by": "agent",
+            "control.trigger": "reload",
+            "control.target": f"cgroup id {second.id}",
+            "control.mode_before": "enforce",
+            "control.policy_before": "default",
+            "cgroup_id": str(second.id),
+            "cgroup_path": str(second.path),
+        },
+        {**reload, "control.result": "done", "control.by": "agent", "control.trigger": "reload"},
+    ]

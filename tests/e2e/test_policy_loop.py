@@ -77,11 +77,6 @@ def verdict(code: int) -> str:
     return "denied" if code == EPERM else "allowed"
 
 
-def write_config(agent: AgentProcess, **changes: Any) -> None:
-    agent.config |= changes
-    agent.config_file.write_text(yaml.safe_dump(agent.config))
-
-
 def reload(agent: AgentProcess) -> Any:
     return agent.cli("reload", "--json")
 
@@ -118,8 +113,7 @@ def test_audit_suggest_reload_enforces_exactly_what_was_seen(
             {"cidr": "fd00:18::2/128", "ports": [443], "proto": "tcp"},
         ]
 
-        write_config(
-            agent,
+        agent.rewrite_config(
             policies={"watch": WATCH, "learned": learned},
             enroll=[static | {"policy": "learned"}],
         )
@@ -166,7 +160,7 @@ def test_a_broken_reload_changes_nothing_and_says_where(agent_factory, scope, sp
 
         broken = dict(policies)
         broken["steady"] = {"allow": [{"cidr": "198.18.0.0/33", "ports": [443, 70000]}]}
-        write_config(agent, policies=broken, enroll=[static, {"cgroup": str(cg.path) + "-gone"}])
+        agent.rewrite_config(policies=broken, enroll=[static, {"cgroup": str(cg.path) + "-gone"}])
         result = reload(agent)
         assert result.returncode == 2, result.stdout
         lines = result.stderr.splitlines()
@@ -181,8 +175,7 @@ def test_a_broken_reload_changes_nothing_and_says_where(agent_factory, scope, sp
 
         # A change only a restart can make is refused whole, with the policy change beside it.
         agent.config = good
-        write_config(
-            agent,
+        agent.rewrite_config(
             limits={"ring_size": "16MiB"},
             policies={"steady": {"allow": [{"cidr": "198.18.0.0/24"}]}},
         )
@@ -224,7 +217,7 @@ def test_six_reloads_between_two_policies_never_deny_what_both_allow(
         try:
             for i in range(6):
                 time.sleep(0.2)
-                write_config(agent, policies={"flip": b if i % 2 == 0 else a})
+                agent.rewrite_config(policies={"flip": b if i % 2 == 0 else a})
                 result = reload(agent)
                 assert result.returncode == 0, result.stderr
                 assert json.loads(result.stdout)["policies"] == ["flip"]
@@ -250,7 +243,7 @@ def test_sighup_reloads_like_the_command(agent_factory, scope, spawn) -> None:
         agent = agent_factory(policies={"p": {}}, enroll=[static], containers=None).start()
         w = spawn(cg)
         assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == EPERM
-        write_config(agent, policies={"p": {"allow": [{"cidr": "198.18.0.2/32", "ports": [443]}]}})
+        agent.rewrite_config(policies={"p": {"allow": [{"cidr": "198.18.0.2/32", "ports": [443]}]}})
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
@@ -268,7 +261,7 @@ def test_reload_adds_and_removes_sinks_and_leaves_the_rest(agent_factory, scope,
         w = spawn(cg)
         second = agent.workdir / "second.jsonl"
         first_sink = agent.config["sinks"][0]
-        write_config(agent, sinks=[first_sink, {"type": "jsonl", "path": str(second)}])
+        agent.rewrite_config(sinks=[first_sink, {"type": "jsonl", "path": str(second)}])
         result = reload(agent)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {
@@ -281,18 +274,21 @@ def test_reload_adds_and_removes_sinks_and_leaves_the_rest(agent_factory, scope,
         assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=443) == EINPROGRESS
         agent.wait_for_lines(lambda ls: len(decisions(ls, cg.id)) == 1)
         deadline = time.monotonic() + 20
-        while not second.exists() or second.read_text().count("\n") < 1:
+        while not second.exists() or second.read_text().count("\n") < 2:
             assert time.monotonic() < deadline, "the added sink never got the record"
             time.sleep(0.1)
-        assert json.loads(second.read_text().splitlines()[0])["dst_port"] == "443"
+        # The reload that added it is the first thing it holds, then what came after.
+        reloaded, decided = map(json.loads, second.read_text().splitlines())
+        assert (reloaded["control.command"], reloaded["control.result"]) == ("reload", "done")
+        assert decided["dst_port"] == "443"
 
-        write_config(agent, sinks=[first_sink])
+        agent.rewrite_config(sinks=[first_sink])
         result = reload(agent)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["sinks_removed"] == [f"jsonl:{second}"]
         assert w("connect", family=4, type="tcp", addr="198.18.0.2", port=22) == EPERM
         agent.wait_for_lines(lambda ls: len(decisions(ls, cg.id)) == 2)
-        assert second.read_text().count("\n") == 1
+        assert second.read_text().count("\n") == 2  # nothing since it was removed
         assert [s["name"] for s in agent.status()["sinks"]] == ["jsonl"]
         assert enrolled_policy(agent, cg) == "p"
 
@@ -340,8 +336,8 @@ def test_with_dns_the_suggestion_is_domain_rules_and_a_wildcard_where_the_psl_sa
         (tmp_path / "d1.yaml").write_text(result.stdout)
         assert netlogger("policy", "check", str(tmp_path / "d1.yaml")).returncode == 0
 
-        write_config(
-            agent, policies={"watch": watch, "d1": suggested}, enroll=[static | {"policy": "d1"}]
+        agent.rewrite_config(
+            policies={"watch": watch, "d1": suggested}, enroll=[static | {"policy": "d1"}]
         )
         assert reload(agent).returncode == 0
         assert [r for _, r, _ in lab.resolve_connect(cg, names)] == [OK] * len(names)
