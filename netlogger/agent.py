@@ -35,7 +35,7 @@ from typing import Any
 from netlogger import control, heap, privileges
 from netlogger.audit import Actor, AuditTrail
 from netlogger.backstop import Backstop
-from netlogger.config.check import Checked, fold_window_ns
+from netlogger.config.check import Checked, dns_ttl_s, fold_window_ns
 from netlogger.config.model import Containers
 from netlogger.config.model import Sink as SinkSpec
 from netlogger.container_watch import ContainerWatch, Ops
@@ -114,10 +114,13 @@ class Agent:
 
     def _settings(self) -> loader.Settings:
         limits = self.config.limits
+        floor, cap = dns_ttl_s(limits)
         return loader.Settings(
             parse_size(limits.ring_size),
             limits.allowed_per_sec,
             limits.allowed_burst,
+            dns_ttl_floor_s=floor,
+            dns_ttl_cap_s=cap,
             fold_window_ns=fold_window_ns(limits),
         )
 

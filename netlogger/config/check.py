@@ -179,6 +179,7 @@ def _original(path: Path_, kept: dict[Path_, list[int]]) -> Path_:
 
 
 FOLD_WINDOW_MIN, FOLD_WINDOW_MAX = 0.001, 10.0  # seconds
+DNS_TTL_MAX = 7 * 86400  # seconds; DNS itself caps a TTL at 2^31 - 1
 
 
 def _limits(limits: Limits) -> list[Located]:
@@ -226,12 +227,43 @@ def _limits(limits: Limits) -> list[Located]:
             )
     except ValueError as exc:
         problems.append((("limits", "fold_window"), str(exc)))
+    return problems + _dns_ttl(limits)
+
+
+def _dns_ttl(limits: Limits) -> list[Located]:
+    problems: list[Located] = []
+    seconds: dict[str, float] = {}
+    for key in ("dns_ttl_floor", "dns_ttl_cap"):
+        text = getattr(limits, key)
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            problems.append((("limits", key), str(exc)))
+            continue
+        if value != int(value) or value > DNS_TTL_MAX:
+            problems.append(
+                (("limits", key), f"{text!r} is not a whole number of seconds from 0s to 7d")
+            )
+            continue
+        seconds[key] = value
+    if len(seconds) == 2 and seconds["dns_ttl_floor"] > seconds["dns_ttl_cap"]:
+        problems.append(
+            (
+                ("limits", "dns_ttl_floor"),
+                f"{limits.dns_ttl_floor!r} is above dns_ttl_cap {limits.dns_ttl_cap!r}",
+            )
+        )
     return problems
 
 
 def fold_window_ns(limits: Limits) -> int:
     """The kernel's fold window for checked limits; 0 turns folding off."""
     return int(parse_duration(limits.fold_window) * 1e9) if limits.fold else 0
+
+
+def dns_ttl_s(limits: Limits) -> tuple[int, int]:
+    """(floor, cap) of an admitted address's lifetime, in seconds, for checked limits."""
+    return int(parse_duration(limits.dns_ttl_floor)), int(parse_duration(limits.dns_ttl_cap))
 
 
 def _parsed(

@@ -98,6 +98,10 @@ class Limits(_Strict, frozen=True):
     # kernel and carried by a later record (repeat.count), not written one by one.
     fold: bool = True
     fold_window: str = "10ms"
+    # An address a DNS answer admitted lives for the answer's TTL clamped to these (whole
+    # seconds): the floor covers resolvers that answer with TTL 0 and a connect soon after.
+    dns_ttl_floor: str = "60s"
+    dns_ttl_cap: str = "1h"
 
 
 class Config(_Strict, frozen=True):

@@ -145,6 +145,37 @@ def test_connects_carry_the_name_and_its_evidence(agent_factory, scope, lab) -> 
     )
 
 
+def test_the_configs_ttl_cap_ends_an_admission(agent_factory, scope, lab) -> None:
+    """The lab answers with TTL 600; a 2s cap makes the address the workload's for 2 s only."""
+    limits = {"dns_ttl_floor": "1s", "dns_ttl_cap": "2s"}
+    agent = agent_factory(policies=POLICIES, limits=limits).start()
+    with sandbox.cgroup(scope, "w") as cg:
+        enroll(agent, cg)
+        assert lab.resolve_connect(cg, ["one.ok.test"]) == [("one.ok.test", OK, "198.19.0.1")]
+        time.sleep(2.5)
+        again = lab.python(
+            cg,
+            "import socket; s = socket.socket(); s.setblocking(False); "
+            "print(s.connect_ex(('198.19.0.1', 443)))",
+        )
+        out, _ = again.communicate(timeout=30)
+        assert out.split() == [DENIED]
+        lines = agent.wait_for_lines(lambda ls: len(tcp_443(ls)) >= 2)
+    first, late = tcp_443(lines)
+    assert (first["action"], first["rule"], first["dst_host"]) == (
+        "allowed",
+        "ok-wild",
+        "one.ok.test",
+    )
+    assert (late["action"], late["reason"], late["dst_ip"]) == (
+        "denied",
+        "unresolved_ip",
+        "198.19.0.1",
+    )
+    # The name is still remembered by the agent: the record says what the answer was.
+    assert late["dst_host"] == "one.ok.test"
+
+
 def test_getaddrinfo_probes_are_marked_and_named(agent_factory, scope, lab) -> None:
     agent = agent_factory(policies=POLICIES).start()
     with sandbox.cgroup(scope, "w") as cg:

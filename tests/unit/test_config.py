@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor import certs
-from netlogger.config.check import check_source, fold_window_ns, validate
+from netlogger.config.check import check_source, dns_ttl_s, fold_window_ns, validate
 from netlogger.config.model import JsonlSink, OtlpSink
 from netlogger.config.source import MAX_BYTES, parse
 from netlogger.errors import ConfigError
@@ -248,6 +248,23 @@ def test_folding_is_on_by_default_and_a_switch_turns_it_off() -> None:
     ]
 
 
+def test_the_dns_ttl_clamp_is_whole_seconds_floor_below_cap() -> None:
+    assert dns_ttl_s(check_source(parse("limits: {}\n", "p")).config.limits) == (60, 3600)
+    limits = check_source(parse("limits: {dns_ttl_floor: 0s, dns_ttl_cap: 2m}\n", "p"))
+    assert dns_ttl_s(limits.config.limits) == (0, 120)
+    assert problems("limits: {dns_ttl_floor: 2h}\n") == [
+        "p.yaml:1: limits.dns_ttl_floor: '2h' is above dns_ttl_cap '1h'"
+    ]
+    assert problems("limits: {dns_ttl_floor: 1500ms, dns_ttl_cap: 8d}\n") == [
+        "p.yaml:1: limits.dns_ttl_floor: '1500ms' is not a whole number of seconds from 0s to 7d",
+        "p.yaml:1: limits.dns_ttl_cap: '8d' is not a whole number of seconds from 0s to 7d",
+    ]
+    assert problems("limits: {dns_ttl_cap: long}\n") == [
+        "p.yaml:1: limits.dns_ttl_cap: bad duration 'long': use a number with ms, s, m, h or d, "
+        "like 30s or 10m"
+    ]
+
+
 def test_a_schema_error_hides_no_value_error_and_a_rule_reports_every_bad_value() -> None:
     text = """\
 limits:
@@ -265,7 +282,7 @@ policies:
         "p.yaml:2: limits.ring_size: 3000 is not a power of two from the page size (4096 bytes) "
         "to 2GiB, which the kernel needs; like 8MiB",
         "p.yaml:3: limits.bogus: unknown field; expected one of: allowed_burst, allowed_per_sec, "
-        "fold, fold_window, ring_size",
+        "dns_ttl_cap, dns_ttl_floor, fold, fold_window, ring_size",
         "p.yaml:6: policies.default.mode: 'enfroce' is not one of enforce, audit",
         "p.yaml:8: policies.default.allow[0].proto: 'sctp' is not one of tcp, udp, any",
         "p.yaml:8: policies.default.allow[0].cidr: bad cidr '10.0.0.1/8': 10.0.0.1/8 has host "
