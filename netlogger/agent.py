@@ -39,7 +39,7 @@ from netlogger.config.check import Checked, dns_ttl_s, fold_window_ns
 from netlogger.config.model import Containers
 from netlogger.config.model import Sink as SinkSpec
 from netlogger.container_watch import ContainerWatch, Ops
-from netlogger.containers import DEFAULT_ENGINE, Engine
+from netlogger.containers import DEFAULT_ENGINE, ContainerNames, Engine
 from netlogger.control.commands import Commands
 from netlogger.enforce import Enforcer, Target
 from netlogger.enrich.dns import STATE_FILE, DnsEnricher, boot_ns, write_atomically
@@ -102,7 +102,7 @@ class Agent:
         self._up = threading.Event()  # start() finished: a reload has something to change
         self._sinks: Built = []
         self._every_sink: list[Sink] = []
-        self.container_names: dict[str, str] = {}  # container id -> the engine's name
+        self.container_names = ContainerNames()
 
     def _statics(self) -> list[Target]:
         return [static_target(e) for e in self.config.enroll]
@@ -400,11 +400,12 @@ class Agent:
             log.warning("SIGHUP while starting: ignored; send it again once the agent runs")
 
     def _housekeeping(self) -> None:
-        """Forget cgroups that are gone, enrolled or retired (their ids never decide again);
-        expire and persist the DNS cache."""
+        """Forget cgroups that are gone, enrolled or retired (their ids never decide again),
+        and container names long unenrolled; expire and persist the DNS cache."""
         for cgroup_id in self.enforcer.gone():
             self.commands.forget(cgroup_id, Actor.agent("cgroup_gone"))
             log.info("forgot cgroup id %d: its cgroup is gone", cgroup_id)
+        self.container_names.trim({e.container_id for e in self.enforcer.enrolled()})
         self._save_dns()
 
 

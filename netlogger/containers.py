@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +29,35 @@ DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 EVENTS = ("create", "start", "die", "destroy")
 AGENT_LABEL = "dev.clawker.agent"
 PROJECT_LABEL = "dev.clawker.project"
+# How long a container's name outlives its enrollment: records it made before leaving may
+# still be in the ring, a sink's queue or a restart's recovery, and they should name it.
+NAME_GRACE_S = 600.0
+
+
+class ContainerNames(dict[str, str]):
+    """Container id -> the engine's name, for every record that names a container.
+
+    Kept past an unenroll, but not for ever: `trim` drops a name once its container has
+    not been enrolled for NAME_GRACE_S, so an agent that sees thousands of short-lived
+    containers keeps only the names still worth knowing.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._left: dict[str, float] = {}  # id -> when trim first found it not enrolled
+
+    def trim(self, enrolled: set[str]) -> list[str]:
+        """Forget the names of containers not in `enrolled` for the grace; the ids gone."""
+        now = self._clock()
+        self._left = {c: t for c, t in self._left.items() if c not in enrolled and c in self}
+        gone = []
+        for cid in [c for c in self if c not in enrolled]:
+            if now - self._left.setdefault(cid, now) >= NAME_GRACE_S:
+                self.pop(cid, None)
+                del self._left[cid]
+                gone.append(cid)
+        return gone
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@ import pytest
 
 from netlogger.config.model import Containers
 from netlogger.container_watch import choose_policy
-from netlogger.containers import cgroup_name, expected_cgroup, systemd_slice_dir
+from netlogger.containers import (
+    NAME_GRACE_S,
+    ContainerNames,
+    cgroup_name,
+    expected_cgroup,
+    systemd_slice_dir,
+)
 from netlogger.escape import assess, summary
 from netlogger.kernel.mounts import Mount
 from netlogger.privileges import CAP_NET_ADMIN, CAP_NET_RAW
@@ -70,3 +76,21 @@ def test_expected_cgroup_per_driver() -> None:
     assert expected_cgroup(nested, "cgroupfs", mount)[1] == mount.path / "ci/jobs" / ID
     assert systemd_slice_dir("a-b-c.slice") == PurePosixPath("a.slice/a-b.slice/a-b-c.slice")
     assert systemd_slice_dir("-.slice") == PurePosixPath()
+
+
+def test_a_container_name_outlives_its_enrollment_by_the_grace_only() -> None:
+    now = [0.0]
+    names = ContainerNames(clock=lambda: now[0])
+    names.update({"a" * 64: "web", "b" * 64: "db", "c" * 64: "cache"})
+    assert names.trim({"a" * 64, "b" * 64, "c" * 64}) == []
+    assert names.trim({"a" * 64}) == []  # b and c leave now
+    now[0] = NAME_GRACE_S - 1
+    assert names.trim({"a" * 64, "c" * 64}) == []  # c is back: its clock starts again
+    now[0] = NAME_GRACE_S
+    assert names.trim({"a" * 64}) == ["b" * 64]
+    assert names == {"a" * 64: "web", "c" * 64: "cache"}
+    now[0] = 2 * NAME_GRACE_S - 1  # c left again at NAME_GRACE_S
+    assert names.trim({"a" * 64}) == []
+    now[0] = 2 * NAME_GRACE_S
+    assert names.trim({"a" * 64}) == ["c" * 64]
+    assert names == {"a" * 64: "web"}
