@@ -3,8 +3,9 @@
 * Claude Code Cost & Usage: KPI strip from Prometheus counters, read through the
   `clawker_prometheus` direct-query datasource with PPL (observability visualizations).
 * Claude Code Activity: prompts, tools, code edits, permissions, hooks, MCP, plugins.
-* Clawker Networking: event streams for Envoy, CoreDNS and eBPF egress, plus one verdict pie
-  per source on that source's own field (no normalisation), denials in red.
+* Clawker Networking: event streams for Envoy, CoreDNS and eBPF egress, the eBPF audit trail
+  (who changed enforcement), plus one verdict pie per source on that source's own field (no
+  normalisation), denials in red.
 
 Objects are built as data here (visState and friends are JSON strings inside JSON, which is
 unreadable by hand) and written as NDJSON for the saved-objects import API.
@@ -364,6 +365,20 @@ EBPF_COLUMNS = [
 
 
 # Decision records only: DNS answers and gap records share the index.
+# The audit trail: who changed enforcement (netlogger's control records), done or refused.
+EBPF_CONTROL_COLUMNS = [
+    "attributes.control.command",
+    "attributes.control.result",
+    "attributes.control.target",
+    "attributes.container_name",
+    "attributes.control.by",
+    "attributes.control.uid",
+    "attributes.control.pid",
+    "attributes.control.trigger",
+    "attributes.control.mode_after",
+    "attributes.control.policy_after",
+    "attributes.control.error",
+]
 EBPF_DECISION = (
     'attributes.event.name:("ebpf.egress.connect" or "ebpf.egress.sendmsg") '
     "and attributes.dst_host:*"
@@ -393,6 +408,13 @@ def networking() -> list[dict[str, Any]]:
         ),
         _saved_search(
             "clawker-net-ebpf-stream", "eBPF egress decisions", "clawker-ebpf-egress", EBPF_COLUMNS
+        ),
+        _saved_search(
+            "clawker-net-ebpf-control",
+            "eBPF enforcement changes (audit trail)",
+            "clawker-ebpf-egress",
+            EBPF_CONTROL_COLUMNS,
+            'attributes.event.name:"ebpf.egress.control"',
         ),
         _pie(
             "clawker-net-envoy-verdict",
@@ -435,7 +457,9 @@ def networking() -> list[dict[str, Any]]:
         "Clawker Networking",
         "Per-source firewall telemetry. Verdict pies use each source's own field, not "
         "normalised; red slices are denials. Bypassed traffic appears only in the eBPF stream. "
-        "Domain tables name what workloads resolved (the eBPF records' dst_host).",
+        "Domain tables name what workloads resolved (the eBPF records' dst_host). The audit "
+        "trail lists every change of enforcement: what, on which cgroup, who asked (uid and "
+        "pid, or the agent and why), done or refused.",
         [_panel(o) for o in objects],
     )
     return [*objects, dash]

@@ -495,6 +495,24 @@ def test_networking_dashboard_streams_and_verdict_pies(rendered: StackEnv) -> No
     assert set(ebpf_stream) <= ebpf_fields, "the eBPF panel must use netlogger's fields"
 
 
+def test_networking_dashboard_has_the_audit_trail(rendered: StackEnv) -> None:
+    objects = {o["id"]: o for o in dashboards.networking()}
+    on_dash = {r["id"] for r in objects["clawker-dashboard-networking"]["references"]}
+    trail = objects["clawker-net-ebpf-control"]
+    assert "clawker-net-ebpf-control" in on_dash
+    assert trail["references"][0]["id"] == dashboards.pattern_id("clawker-ebpf-egress")
+    source = json.loads(trail["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["query"]["query"] == 'attributes.event.name:"ebpf.egress.control"'
+    columns = trail["attributes"]["columns"]
+    ebpf_fields = set(indices.by_name("clawker-ebpf-egress").fields)
+    assert set(columns) <= ebpf_fields, set(columns) - ebpf_fields
+    assert columns[:3] == [
+        "attributes.control.command",
+        "attributes.control.result",
+        "attributes.control.target",
+    ]
+
+
 def test_networking_dashboard_top_domains(rendered: StackEnv) -> None:
     objects = {o["id"]: o for o in dashboards.networking()}
     on_dash = {r["id"] for r in objects["clawker-dashboard-networking"]["references"]}
