@@ -207,15 +207,16 @@ static __always_inline void nl_fold_key_of(struct nl_fold_key *k, const struct n
 					   __u32 tgid)
 {
 	__builtin_memcpy(k->daddr, dst->asked, sizeof(k->daddr));
+	if (dst->flags & NL_FLAG_NO_DST) /* no address: the socket's family stands there */
+		__builtin_memcpy(k->daddr, &dst->asked_family, sizeof(dst->asked_family));
 	k->tgid = tgid;
 	k->rule_id = v->rule_id;
 	k->dport = dst->port;
-	k->op = subj->op;
-	k->action = v->action;
+	k->verdict = v->action | v->mode << 2 | subj->op << 4;
 	k->reason = v->reason;
 	k->flags = v->flags | dst->flags;
-	k->mode = v->mode;
 	k->sock_type = (__u8)subj->sock_type;
+	k->protocol = subj->protocol;
 }
 
 /* Where a reserved record's decision is folded, for nl_commit. */

@@ -152,19 +152,27 @@ struct nl_event {
 };
 
 /* What makes two decisions "the same" for folding (besides the enrolled
- * cgroup, which keys nl_folds): the task, the verdict and the destination. */
+ * cgroup, which keys nl_folds): the task, the verdict, the destination and
+ * the socket asked for. Anything a record shows belongs here: two attempts
+ * that differ in it (AF_PACKET and AF_XDP raw sockets, say) are two records.
+ * 32 bytes, because the key sits on the stack of every emitting program,
+ * within 512 bytes: op, action and mode share one byte, and a decision with
+ * no destination (NL_FLAG_NO_DST) has its socket's family where the
+ * address would be (the flags tell the two apart). */
 struct nl_fold_key {
 	__u8 daddr[16];
 	__u32 tgid;
 	__u32 rule_id;
 	__u16 dport;
-	__u8 op;
-	__u8 action;
+	__u8 verdict; /* action | mode << 2 | op << 4 */
 	__u8 reason;
 	__u8 flags;
-	__u8 mode;
 	__u8 sock_type;
+	__u16 protocol; /* as socket() took it, or the frame's (the backstop) */
 };
+_Static_assert(sizeof(struct nl_fold_key) == 32, "nl_key_eq compares four 8-byte words");
+_Static_assert(NL_ACTION_BYPASSED < 4 && NL_MODE_BYPASS < 4 && NL_OP_PACKET < 16,
+	       "action, mode and op fit nl_fold_key.verdict");
 
 /* One decision being folded: repeats of it within nl_config.fold_window_ns
  * of its last record are counted here instead of written to the ring. */

@@ -75,6 +75,12 @@ def packet_socket(kind: str) -> int:
     return _errno(lambda: socket.socket(family, type_, proto).close())
 
 
+def packet_sockets(kinds: list[str]) -> list[int]:
+    """packet_socket for each kind, back to back: microseconds apart, well inside any fold
+    window, so attempts the kernel took for repeats of one another would fold."""
+    return [packet_socket(kind) for kind in kinds]
+
+
 def keep_socket() -> int:
     """Open a UDP socket here and keep it, to use after a move to another cgroup."""
     global _kept
@@ -190,6 +196,7 @@ _kept: socket.socket | None = None
 # Each takes the keyword arguments of a JSON command line.
 COMMANDS: dict[str, Callable[..., Any]] = {
     "packet_socket": packet_socket,
+    "packet_sockets": packet_sockets,
     "keep_socket": keep_socket,
     "send_kept": send_kept,
     "connect": connect,

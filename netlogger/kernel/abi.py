@@ -193,12 +193,11 @@ class FoldKey(ctypes.Structure):
         ("tgid", u32),
         ("rule_id", u32),
         ("dport", u16),
-        ("op", u8),
-        ("action", u8),
+        ("verdict", u8),  # action | mode << 2 | op << 4
         ("reason", u8),
         ("flags", u8),
-        ("mode", u8),
         ("sock_type", u8),
+        ("protocol", u16),
     ]
 
 

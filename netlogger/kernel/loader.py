@@ -260,8 +260,10 @@ def load(
         for name in plan.migrated:
             migrate.carry(name, pinned[name], map_fd(obj, name), old)
         migrate.write_record(plane.meta)
-        for cgroup_id, _ in plane.enrollments.items():  # enrolled before DNS sets existed
-            plane.add_dns_sets(cgroup_id)
+        for cgroup_id, _ in plane.enrollments.items():
+            plane.add_dns_sets(cgroup_id)  # enrolled before DNS sets existed
+            # nl_folds is not carried: after a layout change, folding goes on from empty.
+            plane.folds.insert_new(cgroup_id, abi.Folds())
 
         scope_fd = os.open(scope.path, os.O_RDONLY | os.O_DIRECTORY)
         fds.callback(os.close, scope_fd)

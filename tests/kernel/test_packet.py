@@ -76,6 +76,23 @@ def test_packet_sockets_denied_in_enrolled_cgroup(plane, enrolled, spawn, read) 
         assert (rec.mode, rec.would_deny, rec.task_cgroup_id) == ("enforce", False, str(cg.id))
 
 
+def test_packet_sockets_that_differ_are_never_folded_together(plane, enrolled, spawn, read) -> None:
+    """One after another within microseconds, folding on: an AF_XDP raw socket is no repeat
+    of an AF_PACKET one (the fold key holds the family), so each attempt is its record."""
+    cg = enrolled("a")
+    assert plane.folds.lookup(cg.id) is not None  # folding is on for the cgroup
+    w = spawn(cg)
+    results = w("packet_sockets", kinds=list(KINDS))
+    if lsm_refused(plane):
+        assert results == [0] * len(KINDS) and read() == []
+        return
+    assert results == [EPERM] * len(KINDS)
+    records = read()
+    assert [r.repeat_count for r in records] == [None] * len(KINDS), records
+    for kind, rec in zip(KINDS, records, strict=True):
+        check_denied(rec, kind, w, cg)
+
+
 def test_packet_sockets_denied_in_child_cgroup(plane, enrolled, spawn, read) -> None:
     cg = enrolled("a")
     with sandbox.cgroup(cg, "child") as child:

@@ -108,6 +108,7 @@ GUEST_TESTS = [
     # lsm_cgroup/socket_create (6.0+): packet sockets denied with one record each, in a
     # child cgroup too; audit and bypass; not-enrolled untouched; the loader killed
     "tests/kernel/test_packet.py::test_packet_sockets_denied_in_enrolled_cgroup",
+    "tests/kernel/test_packet.py::test_packet_sockets_that_differ_are_never_folded_together",
     "tests/kernel/test_packet.py::test_packet_sockets_denied_in_child_cgroup",
     "tests/kernel/test_packet.py::test_audit_allows_packet_sockets_and_records_would_deny",
     "tests/kernel/test_packet.py::test_bypass_allows_packet_sockets_and_records_bypassed",
