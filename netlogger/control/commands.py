@@ -103,6 +103,10 @@ class Commands:
             self.pump.forget(entry.cgroup_id)
             if container is not None:
                 self.backstop.cover(container)
+            # The agent reconciling what already holds (a container both listed and then
+            # started) changed nothing: the trail records changes, and what anyone asks for.
+            if actor.by == "agent" and recorded is not None and _same_governance(recorded, entry):
+                return entry
             self._audit.record(
                 Action("enroll", actor, asked, recorded, entry, container_name=container_name)
             )
@@ -289,6 +293,12 @@ class Commands:
         self, request: dict[str, Any], write: Callable[[bytes], None], closed: Callable[[], bool]
     ) -> None:
         tail.serve(request, self.fanout, write, closed, self._names)
+
+
+def _same_governance(a: Enrolled, b: Enrolled) -> bool:
+    """Whether two entries enforce and attribute alike (counters and clocks aside)."""
+    keys = ("path", "policy", "mode", "agent", "project", "container_id", "source")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 def _asked(request: dict[str, Any]) -> str:
