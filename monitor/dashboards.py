@@ -365,6 +365,10 @@ EBPF_COLUMNS = [
 
 
 # Decision records only: DNS answers and gap records share the index.
+EBPF_DECISION = (
+    'attributes.event.name:("ebpf.egress.connect" or "ebpf.egress.sendmsg") '
+    "and attributes.dst_host:*"
+)
 # The audit trail: who changed enforcement (netlogger's control records), done or refused.
 EBPF_CONTROL_COLUMNS = [
     "attributes.control.command",
@@ -379,10 +383,6 @@ EBPF_CONTROL_COLUMNS = [
     "attributes.control.policy_after",
     "attributes.control.error",
 ]
-EBPF_DECISION = (
-    'attributes.event.name:("ebpf.egress.connect" or "ebpf.egress.sendmsg") '
-    "and attributes.dst_host:*"
-)
 
 
 def networking() -> list[dict[str, Any]]:

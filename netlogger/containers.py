@@ -52,7 +52,8 @@ class ContainerNames(dict[str, str]):
         now = self._clock()
         self._left = {c: t for c, t in self._left.items() if c not in enrolled and c in self}
         gone = []
-        for cid in [c for c in self if c not in enrolled]:
+        # A snapshot of the ids: enrollments on other threads add names meanwhile.
+        for cid in [c for c in list(self) if c not in enrolled]:
             if now - self._left.setdefault(cid, now) >= NAME_GRACE_S:
                 self.pop(cid, None)
                 del self._left[cid]
